@@ -1,0 +1,220 @@
+//! The background task that keeps the durable snapshot store and the Raft log in step.
+//!
+//! Every `flush.interval_ms`, on every node:
+//! - the leader writes every change above the store's watermark (values converted to JSON) in
+//!   one transaction that advances the watermark, then proposes `Compact { upto }` so every
+//!   replica can drop the tombstones the store now reflects;
+//! - followers only check that the store answers (readiness);
+//! - every node purges its Raft log below `min(local snapshot, store watermark) − keep`, so a
+//!   log entry disappears only once both the local snapshot and the store hold its effect.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::durable::{DurableStore, FlushOutcome, Row, StoreMeta};
+use crate::kv::DirtyRow;
+use crate::state_machine::Shared;
+use crate::store::StoreValue;
+use crate::types::{Command, NodeId, Raft, Version};
+use crate::{codec, durable};
+
+/// What the operator view shows about the durable store.
+#[derive(Clone, Debug)]
+pub(crate) struct FlushState {
+    /// Highest index this node knows the store holds.
+    pub flushed: Version,
+    pub last_flush: Option<Instant>,
+    /// When the store last held everything this node had applied.
+    pub caught_up_at: Instant,
+    pub reachable: bool,
+    pub last_error: Option<String>,
+}
+
+pub(crate) struct Flusher<V> {
+    node_id: NodeId,
+    raft: Raft,
+    sm: Arc<Shared>,
+    store: Arc<dyn DurableStore>,
+    keep_entries: u64,
+    pub state: Mutex<FlushState>,
+    /// Serializes periodic and on-demand flushes.
+    running: tokio::sync::Mutex<()>,
+    pub stop: Notify,
+    _value: PhantomData<fn() -> V>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Store(#[from] durable::StoreError),
+    #[error("value of {key} cannot be converted to JSON: {reason}")]
+    Convert { key: String, reason: String },
+    #[error("conversion task failed: {0}")]
+    Task(String),
+}
+
+impl<V: StoreValue> Flusher<V> {
+    pub fn new(node_id: NodeId, raft: Raft, sm: Arc<Shared>, store: Arc<dyn DurableStore>, keep_entries: u64) -> Self {
+        let flushed = sm.state.read().watermark();
+        Flusher {
+            node_id,
+            raft,
+            sm,
+            store,
+            keep_entries,
+            state: Mutex::new(FlushState {
+                flushed,
+                last_flush: None,
+                caught_up_at: Instant::now(),
+                reachable: true,
+                last_error: None,
+            }),
+            running: tokio::sync::Mutex::new(()),
+            stop: Notify::new(),
+            _value: PhantomData,
+        }
+    }
+
+    /// Runs until `stop` is notified.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.stop.notified() => return,
+            }
+            self.tick().await;
+        }
+    }
+
+    async fn tick(&self) {
+        let leading = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+        };
+        let result = if leading {
+            self.flush().await.map(|_| ())
+        } else {
+            self.store.ping().await.map_err(FlushError::from)
+        };
+        {
+            let mut state = self.state.lock();
+            state.reachable = result.is_ok();
+            state.last_error = result.as_ref().err().map(|e| e.to_string());
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "snapshot store flush failed; will retry");
+        }
+        self.purge_log().await;
+    }
+
+    /// Writes everything applied so far to the store. Returns the index the store now holds.
+    pub async fn flush(&self) -> Result<Version, FlushError> {
+        let _running = self.running.lock().await;
+        let flushed = self.state.lock().flushed;
+        let (applied, membership, dirty) = {
+            let state = self.sm.state.read();
+            (
+                state.last_applied(),
+                state.membership().clone(),
+                state.dirty_rows(flushed),
+            )
+        };
+        let Some(applied) = applied else {
+            return Ok(flushed);
+        };
+        if applied.index <= flushed {
+            self.state.lock().caught_up_at = Instant::now();
+            return Ok(flushed);
+        }
+        let had_rows = !dirty.is_empty();
+        let rows = tokio::task::spawn_blocking(move || to_rows::<V>(dirty))
+            .await
+            .map_err(|e| FlushError::Task(e.to_string()))??;
+        let count = rows.len();
+        let outcome = self.store.flush(rows, StoreMeta { applied, membership }).await?;
+        let now_held = match outcome {
+            FlushOutcome::Written => applied.index,
+            FlushOutcome::AlreadyAhead { stored } => stored.max(applied.index),
+        };
+        {
+            let mut state = self.state.lock();
+            state.flushed = now_held;
+            state.last_flush = Some(Instant::now());
+            state.caught_up_at = Instant::now();
+        }
+        tracing::debug!(
+            rows = count,
+            upto = applied.index,
+            ?outcome,
+            "flushed to the snapshot store"
+        );
+        if had_rows {
+            // Lets every replica drop tombstones and trim its dirty set. Best effort: if it
+            // fails, the next flush proposes it again.
+            let compact = Command::Compact { upto: applied.index };
+            if let Err(e) = self.propose_compact(compact).await {
+                tracing::debug!(error = %e, "compact proposal failed");
+            }
+        }
+        Ok(now_held)
+    }
+
+    /// Compaction is one small entry per flush: it goes straight to Raft rather than through
+    /// the proposer, whose queue (and overload signal) is for client transactions.
+    async fn propose_compact(&self, command: Command) -> Result<(), String> {
+        self.raft
+            .client_write(command)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn purge_log(&self) {
+        let (watermark, snapshot) = {
+            let state = self.sm.state.read();
+            (
+                state.watermark(),
+                self.sm.current_snapshot().and_then(|m| m.last_log_id).map(|l| l.index),
+            )
+        };
+        let Some(snapshot) = snapshot else { return };
+        let upto = watermark.min(snapshot).saturating_sub(self.keep_entries);
+        if upto > 0 {
+            if let Err(e) = self.raft.trigger().purge_log(upto).await {
+                tracing::debug!(error = %e, "log purge not scheduled");
+            }
+        }
+    }
+}
+
+fn to_rows<V: StoreValue>(dirty: Vec<DirtyRow>) -> Result<Vec<Row>, FlushError> {
+    dirty
+        .into_iter()
+        .map(|row| {
+            let json = match &row.value {
+                None => None,
+                Some(bytes) => {
+                    let value: V = codec::decode(bytes).map_err(|e| FlushError::Convert {
+                        key: row.key.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    Some(serde_json::to_string(&value).map_err(|e| FlushError::Convert {
+                        key: row.key.clone(),
+                        reason: e.to_string(),
+                    })?)
+                }
+            };
+            Ok(Row {
+                key: row.key,
+                version: row.version,
+                json,
+            })
+        })
+        .collect()
+}

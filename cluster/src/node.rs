@@ -1,0 +1,511 @@
+//! One member of the cluster: log store, state machine, Raft, proposer and flusher, wired up.
+//!
+//! `ClusterNode::start` must run on the Raft runtime: openraft spawns its core, replication
+//! streams and state-machine worker on the runtime that creates it, and the durable store's
+//! pool belongs to that runtime too. Everything it returns is `Send + Sync` and can be used
+//! from any runtime (actix workers included).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{ServerState, SnapshotMeta};
+use serde::Serialize;
+
+use crate::auth::PeerAuth;
+use crate::codec::{self, CodecError};
+use crate::config::StoreTuning;
+use crate::durable::{DurableStore, StoreError};
+use crate::flusher::{FlushError, Flusher};
+use crate::kv::KvState;
+use crate::log_store::LogStore;
+use crate::network::{Network, PeerClient, PeerFaults};
+use crate::peer::PeerService;
+use crate::proposer::{ProposeError, Proposer};
+use crate::state_machine::{Shared, StateMachine};
+use crate::store::{StoreValue, Txn, Versioned, decode_value};
+use crate::types::{LogId, NodeId, NodeInfo, Raft, StorageError, TxnOutcome, Version};
+
+/// Identity and location of one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Addresses the other members use to reach this node.
+    pub info: NodeInfo,
+    pub data_dir: PathBuf,
+    /// Raft cluster name (shows up in openraft's logs).
+    pub cluster_name: String,
+    pub tuning: StoreTuning,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the Raft log at {path}: {source}")]
+    OpenLog { path: PathBuf, source: redb::Error },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("invalid raft configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("restore from the snapshot store failed: {0}")]
+    Restore(#[from] StoreError),
+    #[error("restore: stored value {key} does not decode: {reason}")]
+    RestoreValue { key: String, reason: String },
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How this start began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Nothing on disk and nothing in the snapshot store: a brand-new node.
+    Pristine,
+    /// Resumed from this node's own log and snapshot.
+    LocalDisk,
+    /// Rebuilt from the durable snapshot store at this log id.
+    Restored(LogId),
+}
+
+/// A running member of the replicated store, holding values of type `V`.
+pub struct ClusterNode<V> {
+    inner: Arc<Inner<V>>,
+}
+
+impl<V> Clone for ClusterNode<V> {
+    fn clone(&self) -> Self {
+        ClusterNode {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<V> {
+    id: NodeId,
+    info: NodeInfo,
+    raft: Raft,
+    sm: Arc<Shared>,
+    log: LogStore,
+    proposer: Proposer,
+    flusher: Arc<Flusher<V>>,
+    store: Arc<dyn DurableStore>,
+    peer_client: PeerClient,
+    peer_service: PeerService,
+    origin: Origin,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V: StoreValue> ClusterNode<V> {
+    /// Opens the node's disk state (or restores it from the durable store) and starts Raft.
+    pub async fn start(
+        config: NodeConfig,
+        cluster_secret: &[u8],
+        store: Arc<dyn DurableStore>,
+        faults: Option<Arc<dyn PeerFaults>>,
+    ) -> Result<ClusterNode<V>, StartError> {
+        let raft_config = Arc::new(config.tuning.openraft_config(&config.cluster_name)?);
+        std::fs::create_dir_all(&config.data_dir)?;
+        let log_path = config.data_dir.join("raft-log.redb");
+        let log = {
+            let path = log_path.clone();
+            tokio::task::spawn_blocking(move || LogStore::open(&path))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+                .map_err(|source| StartError::OpenLog { path: log_path, source })?
+        };
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let sm = tokio::task::spawn_blocking(move || StateMachine::open(&snapshot_dir))
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))??;
+
+        let origin = if log.is_pristine().await? && !sm.has_snapshot() {
+            match store.load_meta().await? {
+                Some(meta) => {
+                    let restored = restore::<V>(&*store, &sm, &log, meta).await?;
+                    Origin::Restored(restored)
+                }
+                None => Origin::Pristine,
+            }
+        } else {
+            Origin::LocalDisk
+        };
+
+        let auth = PeerAuth::new(cluster_secret);
+        let peer_client = PeerClient::new(config.node_id, auth.clone(), faults);
+        let shared = sm.shared();
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            Network::new(peer_client.clone()),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let proposer = Proposer::spawn(raft.clone(), &config.tuning.proposer);
+        let flusher = Arc::new(Flusher::<V>::new(
+            config.node_id,
+            raft.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&store),
+            config.tuning.raft.keep_entries,
+        ));
+        tokio::spawn(Arc::clone(&flusher).run(config.tuning.flush_interval()));
+        let peer_service = PeerService {
+            raft: raft.clone(),
+            auth,
+            body_limit: config.tuning.peer_body_limit(),
+        };
+
+        let node = ClusterNode {
+            inner: Arc::new(Inner {
+                id: config.node_id,
+                info: config.info,
+                raft,
+                sm: shared,
+                log,
+                proposer,
+                flusher,
+                store,
+                peer_client,
+                peer_service,
+                origin,
+                _value: PhantomData,
+            }),
+        };
+        node.elect_if_sole_voter().await;
+        tracing::info!(node_id = config.node_id, origin = ?origin, "cluster node started");
+        Ok(node)
+    }
+
+    /// A restarted single-voter cluster need not wait out an election timeout.
+    async fn elect_if_sole_voter(&self) {
+        let voters: BTreeSet<NodeId> = self
+            .inner
+            .sm
+            .state
+            .read()
+            .membership()
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters.len() == 1 && voters.contains(&self.inner.id) {
+            let _ = self.inner.raft.trigger().elect().await;
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn info(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.inner.origin
+    }
+
+    /// The openraft handle, for membership changes and linearizable reads.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Raft routes for the peer listener.
+    pub fn peer_service(&self) -> &PeerService {
+        &self.inner.peer_service
+    }
+
+    /// The shared client for requests to other members.
+    pub fn peer_client(&self) -> &PeerClient {
+        &self.inner.peer_client
+    }
+
+    /// Makes this node the first member of a new cluster with `members` as voters. Harmless
+    /// (returns `Ok(false)`) if the cluster was already initialised.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<bool, String> {
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Initialises a one-member cluster if this node has never been part of one.
+    pub async fn bootstrap_single(&self) -> Result<bool, String> {
+        if self.inner.origin != Origin::Pristine {
+            return Ok(false);
+        }
+        self.initialize(BTreeMap::from([(self.inner.id, self.inner.info.clone())]))
+            .await
+    }
+
+    /// Proposes a transaction (this node must be the leader) and waits for its outcome.
+    pub async fn propose(&self, txn: Txn<V>) -> Result<TxnOutcome, ProposeError> {
+        self.inner.proposer.propose(txn.into_raw()).await
+    }
+
+    /// The live value of `key` in this node's replica.
+    pub fn get(&self, key: &str) -> Result<Option<Versioned<V>>, CodecError> {
+        let found = self.inner.sm.state.read().get(key);
+        found
+            .map(|(version, bytes)| {
+                Ok(Versioned {
+                    version,
+                    value: decode_value(&bytes)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Live entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Versioned<V>)>, CodecError> {
+        let raw: Vec<(String, Version, Arc<[u8]>)> = {
+            let state = self.inner.sm.state.read();
+            state
+                .scan_prefix(prefix)
+                .map(|(k, v, bytes)| (k.to_string(), v, Arc::clone(bytes)))
+                .collect()
+        };
+        raw.into_iter()
+            .map(|(key, version, bytes)| {
+                Ok((
+                    key,
+                    Versioned {
+                        version,
+                        value: decode_value(&bytes)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The index of the last entry applied to this replica.
+    pub fn applied_index(&self) -> Option<Version> {
+        self.inner.sm.state.read().last_applied().map(|l| l.index)
+    }
+
+    /// Flushes to the durable store now (leader only does real work). Returns the index it holds.
+    pub async fn flush(&self) -> Result<Version, FlushError> {
+        self.inner.flusher.flush().await
+    }
+
+    /// A byte-exact image of the replicated state (for replica comparisons in tests and tools).
+    pub fn state_image(&self) -> Vec<u8> {
+        let state = self.inner.sm.state.read();
+        let image = state.image();
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied(),
+            last_membership: state.membership().clone(),
+            snapshot_id: String::new(),
+        };
+        drop(state);
+        let mut bytes = Vec::new();
+        image.write(&meta, &mut bytes).expect("writing to memory cannot fail");
+        bytes
+    }
+
+    /// A point-in-time description of this node for operators.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let (live, tombstones, dirty, watermark, membership) = {
+            let state = self.inner.sm.state.read();
+            (
+                state.live_keys(),
+                state.tombstones(),
+                state.dirty_keys(),
+                state.watermark(),
+                state.membership().clone(),
+            )
+        };
+        let flush = self.inner.flusher.state.lock().clone();
+        let applied = metrics.last_applied.map_or(0, |l| l.index);
+        let held = flush.flushed.max(watermark);
+        let lag_entries = applied.saturating_sub(held);
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        let members = membership
+            .membership()
+            .nodes()
+            .map(|(id, info)| Member {
+                id: *id,
+                peer_addr: info.peer_addr.clone(),
+                public_addr: info.public_addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let leader = metrics
+            .current_leader
+            .and_then(|id| membership.membership().get_node(&id).cloned());
+        ClusterStatus {
+            node_id: self.inner.id,
+            role: role_name(metrics.state),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            leader,
+            members,
+            last_log_index: metrics.last_log_index,
+            committed: self.inner.log.committed_index(),
+            applied: metrics.last_applied.map(|l| l.index),
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            purged_index: metrics.purged.map(|l| l.index),
+            store: StoreStatus {
+                kind: self.inner.store.kind(),
+                reachable: flush.reachable,
+                watermark: held,
+                lag_entries,
+                lag_seconds: if lag_entries == 0 {
+                    0.0
+                } else {
+                    flush.caught_up_at.elapsed().as_secs_f64()
+                },
+                last_flush_age_seconds: flush.last_flush.map(|t| t.elapsed().as_secs_f64()),
+                last_error: flush.last_error,
+            },
+            proposer: ProposerStatus {
+                queue_depth: self.inner.proposer.queue_depth(),
+                entries: self.inner.proposer.stats().entries(),
+                transactions: self.inner.proposer.stats().txns(),
+                recent_batch_sizes: self.inner.proposer.stats().recent_batches(),
+            },
+            keys: KeyStatus {
+                live,
+                tombstones,
+                dirty,
+            },
+            running: metrics.running_state.is_ok(),
+        }
+    }
+
+    /// True if Raft has not stopped with a fatal error.
+    pub fn is_running(&self) -> bool {
+        self.inner.raft.metrics().borrow().running_state.is_ok()
+    }
+
+    /// Stops the flusher (after a last flush if this node leads) and shuts Raft down.
+    pub async fn shutdown(&self) {
+        let leading = self.inner.raft.metrics().borrow().state == ServerState::Leader;
+        if leading {
+            match self.inner.flusher.flush().await {
+                Ok(index) => tracing::info!(index, "final flush to the snapshot store"),
+                Err(e) => tracing::warn!(error = %e, "final flush to the snapshot store failed"),
+            }
+        }
+        self.inner.flusher.stop.notify_one();
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// Rebuilds the state machine from the durable store and starts the log right after it.
+async fn restore<V: StoreValue>(
+    store: &dyn DurableStore,
+    sm: &StateMachine,
+    log: &LogStore,
+    meta: crate::durable::StoreMeta,
+) -> Result<LogId, StartError> {
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut stream = store.load_rows();
+    while let Some(row) = stream.try_next().await? {
+        rows.push(row);
+    }
+    drop(stream);
+    let count = rows.len();
+    let encoded = tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .map(|row| {
+                let value: V = serde_json::from_str(&row.json).map_err(|e| StartError::RestoreValue {
+                    key: row.key.clone(),
+                    reason: e.to_string(),
+                })?;
+                let bytes = codec::encode(&value).map_err(|e| StartError::RestoreValue {
+                    key: row.key.clone(),
+                    reason: e.to_string(),
+                })?;
+                Ok((row.key, row.version, bytes))
+            })
+            .collect::<Result<Vec<_>, StartError>>()
+    })
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))??;
+    let snapshot_meta = SnapshotMeta {
+        last_log_id: Some(meta.applied),
+        last_membership: meta.membership.clone(),
+        snapshot_id: format!("restored-{}-{}", meta.applied.leader_id.term, meta.applied.index),
+    };
+    let state = KvState::from_rows(&snapshot_meta, encoded);
+    sm.restore(snapshot_meta, state).await?;
+    log.start_after(meta.applied).await?;
+    tracing::warn!(rows = count, applied = %meta.applied, elapsed_ms = started.elapsed().as_millis() as u64, "restored state from the snapshot store");
+    Ok(meta.applied)
+}
+
+/// The operator's view of one node (`GET /v1/cluster`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub role: &'static str,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub leader: Option<NodeInfo>,
+    pub members: Vec<Member>,
+    pub last_log_index: Option<u64>,
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub store: StoreStatus,
+    pub proposer: ProposerStatus,
+    pub keys: KeyStatus,
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub peer_addr: String,
+    pub public_addr: String,
+    pub voter: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreStatus {
+    pub kind: &'static str,
+    pub reachable: bool,
+    /// Highest log index the durable store is known to hold.
+    pub watermark: u64,
+    pub lag_entries: u64,
+    pub lag_seconds: f64,
+    pub last_flush_age_seconds: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProposerStatus {
+    pub queue_depth: usize,
+    pub entries: u64,
+    pub transactions: u64,
+    pub recent_batch_sizes: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyStatus {
+    pub live: usize,
+    pub tombstones: usize,
+    pub dirty: usize,
+}

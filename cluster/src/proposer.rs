@@ -1,0 +1,253 @@
+//! The proposer: one task in front of `Raft::client_write` that batches transactions.
+//!
+//! openraft 0.9 awaits the leader's log flush inline for every `client_write`, and drains up
+//! to a thousand API messages before it looks at timers or replication acks. One entry per
+//! request therefore turns a burst of writes into a burst of fsyncs that starves heartbeats
+//! until followers call an election. Instead, callers queue transactions here; the task packs
+//! everything queued (bounded by count and bytes) into one `Command::Txns` entry, keeps at most
+//! `max_in_flight` entries outstanding, and hands every caller its own outcome.
+//!
+//! ```text
+//!  caller ─try_send─►[ bounded queue ]──► batch ≤ N txns / B bytes ──► client_write ──► outcomes
+//!     ▲   full? → Overloaded at once                      (≤ max_in_flight entries)        │
+//!     └──────────────────────────── oneshot, or Timeout after write_timeout ◄──────────────┘
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::types::{Applied, Command, NodeId, NodeInfo, Raft, RawOp, RawTxn, TxnOutcome};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProposerConfig {
+    /// Most transactions packed into one log entry.
+    pub max_batch_txns: usize,
+    /// Most encoded bytes in one log entry (bounds peer request bodies).
+    pub max_batch_bytes: usize,
+    /// Entries proposed but not yet applied.
+    pub max_in_flight: usize,
+    /// Transactions waiting for a batch; beyond it callers get `Overloaded` at once.
+    pub queue_capacity: usize,
+    /// How long a caller waits for its outcome before giving up with `Timeout`.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        ProposerConfig {
+            max_batch_txns: 512,
+            max_batch_bytes: 256 * 1024,
+            max_in_flight: 2,
+            queue_capacity: 8192,
+            write_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// The queue is full: retry later (503 + Retry-After at the edge).
+    #[error("the proposer queue is full")]
+    Overloaded,
+    /// This node is not the leader; `leader` is who is, if known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, NodeInfo)> },
+    /// No outcome within the write timeout: the transaction may or may not commit.
+    #[error("no outcome within the write timeout")]
+    Timeout,
+    /// The transaction alone exceeds the entry size limit.
+    #[error("transaction of {size} bytes exceeds the {limit}-byte entry limit")]
+    TooLarge { size: usize, limit: usize },
+    /// Raft is shutting down or has stopped.
+    #[error("raft is not running: {0}")]
+    Stopped(String),
+}
+
+struct Pending {
+    txn: RawTxn,
+    size: usize,
+    reply: oneshot::Sender<Result<TxnOutcome, ProposeError>>,
+}
+
+/// Counters for the operator view.
+#[derive(Default)]
+pub struct ProposerStats {
+    entries: AtomicU64,
+    txns: AtomicU64,
+    recent: Mutex<VecDeque<usize>>,
+}
+
+const RECENT_BATCHES: usize = 32;
+
+impl ProposerStats {
+    fn record(&self, batch: usize) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.txns.fetch_add(batch as u64, Ordering::Relaxed);
+        let mut recent = self.recent.lock();
+        if recent.len() == RECENT_BATCHES {
+            recent.pop_front();
+        }
+        recent.push_back(batch);
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    pub fn txns(&self) -> u64 {
+        self.txns.load(Ordering::Relaxed)
+    }
+
+    /// Sizes of the most recent batches, oldest first.
+    pub fn recent_batches(&self) -> Vec<usize> {
+        self.recent.lock().iter().copied().collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+    stats: Arc<ProposerStats>,
+    max_bytes: usize,
+    write_timeout: Duration,
+}
+
+/// Approximate encoded size; exact enough to bound entry bodies.
+fn txn_size(txn: &RawTxn) -> usize {
+    let compares: usize = txn.compares.iter().map(|c| c.key.len() + 12).sum();
+    let ops: usize = txn
+        .ops
+        .iter()
+        .map(|op| match op {
+            RawOp::Put { key, value } => key.len() + value.len() + 12,
+            RawOp::Delete { key } => key.len() + 4,
+        })
+        .sum();
+    compares + ops + 8
+}
+
+impl Proposer {
+    /// Spawns the proposer task on the current tokio runtime (the Raft runtime).
+    pub fn spawn(raft: Raft, config: &ProposerConfig) -> Proposer {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let stats = Arc::new(ProposerStats::default());
+        tokio::spawn(run(raft, rx, config.clone(), Arc::clone(&stats)));
+        Proposer {
+            tx,
+            stats,
+            max_bytes: config.max_batch_bytes,
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
+        }
+    }
+
+    /// Queues `txn` and waits for its outcome.
+    pub async fn propose(&self, txn: RawTxn) -> Result<TxnOutcome, ProposeError> {
+        let size = txn_size(&txn);
+        if size > self.max_bytes {
+            return Err(ProposeError::TooLarge {
+                size,
+                limit: self.max_bytes,
+            });
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.tx.try_send(Pending { txn, size, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped("proposer stopped".into()),
+        })?;
+        match tokio::time::timeout(self.write_timeout, outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Stopped("proposer dropped the request".into())),
+            Err(_) => Err(ProposeError::Timeout),
+        }
+    }
+
+    /// Transactions waiting for a batch.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn stats(&self) -> &ProposerStats {
+        &self.stats
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, config: ProposerConfig, stats: Arc<ProposerStats>) {
+    let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match rx.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        // Wait for a free slot before draining, so the batch grows while entries are in flight.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch_txns {
+            match rx.try_recv() {
+                Ok(next) if bytes + next.size > config.max_batch_bytes => {
+                    carried = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    bytes += next.size;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        // Callers that gave up already reported "unknown outcome"; proposing their
+        // transaction anyway would be correct, skipping it is cheaper.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        stats.record(batch.len());
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (txns, replies): (Vec<RawTxn>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+            let count = txns.len();
+            match raft.client_write(Command::Txns(txns)).await {
+                Ok(response) => match response.data {
+                    Applied::Txns(outcomes) if outcomes.len() == count => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    other => {
+                        tracing::error!(?other, "state machine answered a batch with the wrong shape");
+                        fail_all(replies, ProposeError::Stopped("unexpected apply result".into()));
+                    }
+                },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    let leader = forward.leader_id.zip(forward.leader_node);
+                    fail_all(replies, ProposeError::NotLeader { leader });
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    fail_all(replies, ProposeError::Stopped(e.to_string()));
+                }
+                Err(RaftError::Fatal(fatal)) => fail_all(replies, ProposeError::Stopped(fatal.to_string())),
+            }
+        });
+    }
+}
+
+fn fail_all(replies: Vec<oneshot::Sender<Result<TxnOutcome, ProposeError>>>, error: ProposeError) {
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
