@@ -309,3 +309,337 @@ impl Image {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::{CommittedLeaderId, Membership};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::types::NodeInfo;
+
+    fn entry(index: u64, command: Command) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    fn put(key: &str, value: &[u8]) -> RawOp {
+        RawOp::Put {
+            key: key.to_string(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn txn(compares: Vec<(&str, Expect)>, ops: Vec<RawOp>) -> RawTxn {
+        RawTxn {
+            compares: compares
+                .into_iter()
+                .map(|(k, e)| Compare {
+                    key: k.to_string(),
+                    expect: e,
+                })
+                .collect(),
+            ops,
+        }
+    }
+
+    fn image_bytes(state: &KvState) -> Vec<u8> {
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied(),
+            last_membership: state.membership().clone(),
+            snapshot_id: String::new(),
+        };
+        let mut bytes = Vec::new();
+        state.image().write(&meta, &mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_transaction_commits_only_when_every_compare_holds() {
+        let mut state = KvState::default();
+        let first = state.apply(entry(
+            1,
+            Command::Txns(vec![txn(vec![("a", Expect::Absent)], vec![put("a", b"1")])]),
+        ));
+        assert_eq!(first, Applied::Txns(vec![TxnOutcome::Committed { version: 1 }]));
+
+        let results = state.apply(entry(
+            2,
+            Command::Txns(vec![
+                // Stale version: conflict, nothing written, not even the other key.
+                txn(vec![("a", Expect::Version(7))], vec![put("a", b"x"), put("b", b"x")]),
+                // Absent when present: conflict.
+                txn(vec![("a", Expect::Absent)], vec![put("c", b"x")]),
+                // Exact version: committed at this entry's index.
+                txn(vec![("a", Expect::Version(1))], vec![put("a", b"2"), put("b", b"2")]),
+            ]),
+        ));
+        assert_eq!(
+            results,
+            Applied::Txns(vec![
+                TxnOutcome::Conflict {
+                    key: "a".into(),
+                    actual: Some(1)
+                },
+                TxnOutcome::Conflict {
+                    key: "a".into(),
+                    actual: Some(1)
+                },
+                TxnOutcome::Committed { version: 2 },
+            ])
+        );
+        assert_eq!(state.get("a").map(|(v, b)| (v, b.to_vec())), Some((2, b"2".to_vec())));
+        assert_eq!(state.get("b").map(|(v, _)| v), Some(2));
+        assert_eq!(state.get("c"), None);
+    }
+
+    #[test]
+    fn later_transactions_in_a_batch_see_earlier_ones() {
+        let mut state = KvState::default();
+        let results = state.apply(entry(
+            5,
+            Command::Txns(vec![
+                txn(vec![("k", Expect::Absent)], vec![put("k", b"1")]),
+                txn(vec![("k", Expect::Absent)], vec![put("k", b"2")]),
+            ]),
+        ));
+        assert_eq!(
+            results,
+            Applied::Txns(vec![
+                TxnOutcome::Committed { version: 5 },
+                TxnOutcome::Conflict {
+                    key: "k".into(),
+                    actual: Some(5)
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_delete_leaves_a_tombstone_until_the_store_has_caught_up() {
+        let mut state = KvState::default();
+        state.apply(entry(1, Command::Txns(vec![txn(vec![], vec![put("k", b"1")])])));
+        state.apply(entry(
+            2,
+            Command::Txns(vec![txn(vec![], vec![RawOp::Delete { key: "k".into() }])]),
+        ));
+        assert_eq!(state.get("k"), None);
+        assert_eq!((state.live_keys(), state.tombstones()), (0, 1));
+        let dirty = state.dirty_rows(0);
+        assert_eq!(dirty.len(), 1);
+        assert_eq!((dirty[0].version, dirty[0].value.is_none()), (2, true));
+
+        // Absent compares treat the tombstone as absent.
+        let outcome = state.apply(entry(3, Command::Txns(vec![txn(vec![("k", Expect::Absent)], vec![])])));
+        assert_eq!(outcome, Applied::Txns(vec![TxnOutcome::Committed { version: 3 }]));
+
+        state.apply(entry(4, Command::Compact { upto: 2 }));
+        assert_eq!((state.live_keys(), state.tombstones(), state.dirty_keys()), (0, 0, 0));
+        assert_eq!(state.watermark(), 2);
+    }
+
+    #[test]
+    fn compaction_keeps_changes_above_the_watermark() {
+        let mut state = KvState::default();
+        state.apply(entry(
+            1,
+            Command::Txns(vec![txn(vec![], vec![put("a", b"1"), put("b", b"1")])]),
+        ));
+        state.apply(entry(
+            2,
+            Command::Txns(vec![txn(vec![], vec![RawOp::Delete { key: "a".into() }])]),
+        ));
+        state.apply(entry(3, Command::Txns(vec![txn(vec![], vec![put("b", b"2")])])));
+        state.apply(entry(4, Command::Compact { upto: 2 }));
+        assert_eq!(state.tombstones(), 0);
+        let dirty: Vec<(String, u64)> = state.dirty_rows(0).into_iter().map(|r| (r.key, r.version)).collect();
+        assert_eq!(dirty, vec![("b".to_string(), 3)]);
+        // An older compaction changes nothing.
+        state.apply(entry(5, Command::Compact { upto: 1 }));
+        assert_eq!(state.watermark(), 2);
+    }
+
+    #[test]
+    fn membership_and_blank_entries_advance_last_applied() {
+        let mut state = KvState::default();
+        let membership = Membership::new(vec![[1u64].into()], BTreeMap::from([(1u64, NodeInfo::default())]));
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+        assert_eq!(
+            state.apply(Entry {
+                log_id,
+                payload: EntryPayload::Membership(membership)
+            }),
+            Applied::Membership
+        );
+        assert_eq!(state.membership().log_id(), &Some(log_id));
+        let blank = LogId::new(CommittedLeaderId::new(2, 1), 2);
+        assert_eq!(
+            state.apply(Entry {
+                log_id: blank,
+                payload: EntryPayload::Blank
+            }),
+            Applied::Blank
+        );
+        assert_eq!(state.last_applied(), Some(blank));
+    }
+
+    // ---- property tests --------------------------------------------------------------------
+
+    const KEYS: [&str; 6] = ["a", "b", "c", "fam/1", "fam/2", "user/x"];
+
+    fn arb_expect() -> impl Strategy<Value = Expect> {
+        prop_oneof![Just(Expect::Absent), (0u64..24).prop_map(Expect::Version)]
+    }
+
+    fn arb_op() -> impl Strategy<Value = RawOp> {
+        prop_oneof![
+            3 => (0..KEYS.len(), prop::collection::vec(any::<u8>(), 0..6))
+                .prop_map(|(k, v)| RawOp::Put { key: KEYS[k].to_string(), value: v }),
+            1 => (0..KEYS.len()).prop_map(|k| RawOp::Delete { key: KEYS[k].to_string() }),
+        ]
+    }
+
+    fn arb_txn() -> impl Strategy<Value = RawTxn> {
+        (
+            prop::collection::vec((0..KEYS.len(), arb_expect()), 0..3),
+            prop::collection::vec(arb_op(), 0..4),
+        )
+            .prop_map(|(compares, ops)| RawTxn {
+                compares: compares
+                    .into_iter()
+                    .map(|(k, e)| Compare {
+                        key: KEYS[k].to_string(),
+                        expect: e,
+                    })
+                    .collect(),
+                ops,
+            })
+    }
+
+    /// One entry's command; `Compact` bounds are resolved against the index when applied.
+    fn arb_command() -> impl Strategy<Value = Option<Vec<RawTxn>>> {
+        prop_oneof![
+            5 => prop::collection::vec(arb_txn(), 1..6).prop_map(Some),
+            1 => Just(None),
+        ]
+    }
+
+    fn entries(commands: Vec<Option<Vec<RawTxn>>>) -> Vec<Entry> {
+        commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let index = i as u64 + 1;
+                match c {
+                    Some(txns) => entry(index, Command::Txns(txns)),
+                    None => entry(index, Command::Compact { upto: index / 2 }),
+                }
+            })
+            .collect()
+    }
+
+    /// The reference semantics, written as plainly as possible.
+    #[derive(Default)]
+    struct Model {
+        live: BTreeMap<String, (u64, Vec<u8>)>,
+    }
+
+    impl Model {
+        fn apply(&mut self, index: u64, txn: &RawTxn) -> TxnOutcome {
+            for c in &txn.compares {
+                let actual = self.live.get(&c.key).map(|(v, _)| *v);
+                let ok = match c.expect {
+                    Expect::Absent => actual.is_none(),
+                    Expect::Version(v) => actual == Some(v),
+                };
+                if !ok {
+                    return TxnOutcome::Conflict {
+                        key: c.key.clone(),
+                        actual,
+                    };
+                }
+            }
+            for op in &txn.ops {
+                match op {
+                    RawOp::Put { key, value } => {
+                        self.live.insert(key.clone(), (index, value.clone()));
+                    }
+                    RawOp::Delete { key } => {
+                        self.live.remove(key);
+                    }
+                }
+            }
+            TxnOutcome::Committed { version: index }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn replicas_that_apply_the_same_log_hold_byte_identical_state(commands in prop::collection::vec(arb_command(), 1..40)) {
+            let log = entries(commands);
+            let (mut one, mut two) = (KvState::default(), KvState::default());
+            for e in &log {
+                let a = one.apply(e.clone());
+                let b = two.apply(e.clone());
+                prop_assert_eq!(a, b);
+            }
+            prop_assert_eq!(image_bytes(&one), image_bytes(&two));
+        }
+
+        #[test]
+        fn apply_matches_the_reference_model(commands in prop::collection::vec(arb_command(), 1..40)) {
+            let mut state = KvState::default();
+            let mut model = Model::default();
+            for e in entries(commands) {
+                let index = e.log_id.index;
+                let expected: Option<Vec<TxnOutcome>> = match &e.payload {
+                    EntryPayload::Normal(Command::Txns(txns)) => Some(txns.iter().map(|t| model.apply(index, t)).collect()),
+                    _ => None,
+                };
+                let got = state.apply(e);
+                if let Some(expected) = expected {
+                    prop_assert_eq!(got, Applied::Txns(expected));
+                }
+                let live: BTreeMap<String, (u64, Vec<u8>)> = KEYS
+                    .iter()
+                    .filter_map(|k| state.get(k).map(|(v, b)| (k.to_string(), (v, b.to_vec()))))
+                    .collect();
+                prop_assert_eq!(&live, &model.live);
+                prop_assert_eq!(state.live_keys(), model.live.len());
+                // Every tombstone is above the watermark, and dirty covers it.
+                for row in state.dirty_rows(0) {
+                    prop_assert!(row.version > state.watermark());
+                }
+            }
+        }
+
+        #[test]
+        fn a_replica_restarted_from_a_snapshot_converges_with_one_that_never_stopped(
+            commands in prop::collection::vec(arb_command(), 2..40),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let log = entries(commands);
+            let cut = cut.index(log.len());
+            let mut steady = KvState::default();
+            let mut restarted = KvState::default();
+            for e in &log[..cut] {
+                steady.apply(e.clone());
+                restarted.apply(e.clone());
+            }
+            let bytes = image_bytes(&restarted);
+            let (_, mut restarted) = KvState::read_snapshot(&mut bytes.as_slice()).unwrap();
+            prop_assert_eq!(image_bytes(&restarted), bytes);
+            prop_assert_eq!(restarted.dirty_keys(), steady.dirty_keys());
+            for e in &log[cut..] {
+                prop_assert_eq!(steady.apply(e.clone()), restarted.apply(e.clone()));
+            }
+            prop_assert_eq!(image_bytes(&steady), image_bytes(&restarted));
+        }
+    }
+}
