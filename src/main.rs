@@ -1,1 +1,45 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use tessera::cli::{Cli, Command, ConfigCommand};
+use tessera::{Node, Settings, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("tessera: cannot load configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => check(&settings),
+        Command::Serve => {
+            telemetry::init(&settings.log, settings.log_format);
+            match Node::start(settings).and_then(Node::run_until_signalled) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "tessera stopped");
+                    eprintln!("tessera: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(settings: &Settings) -> ExitCode {
+    print!("{}", settings.redacted_toml());
+    let problems = settings.problems();
+    if problems.is_empty() {
+        eprintln!("configuration OK");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("configuration has {} problem(s):", problems.len());
+        for problem in &problems {
+            eprintln!("  - {problem}");
+        }
+        ExitCode::from(2)
+    }
+}

@@ -185,10 +185,10 @@ impl<V: StoreValue> Flusher<V> {
         };
         let Some(snapshot) = snapshot else { return };
         let upto = watermark.min(snapshot).saturating_sub(self.keep_entries);
-        if upto > 0 {
-            if let Err(e) = self.raft.trigger().purge_log(upto).await {
-                tracing::debug!(error = %e, "log purge not scheduled");
-            }
+        if upto > 0
+            && let Err(e) = self.raft.trigger().purge_log(upto).await
+        {
+            tracing::debug!(error = %e, "log purge not scheduled");
         }
     }
 }

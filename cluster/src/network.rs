@@ -112,13 +112,13 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
-        if let Some(faults) = &self.faults {
-            if !faults.allows(self.self_id, target) {
-                return Err(PeerError::Unreachable(
-                    addr.to_string(),
-                    "partitioned (fault injection)".into(),
-                ));
-            }
+        if let Some(faults) = &self.faults
+            && !faults.allows(self.self_id, target)
+        {
+            return Err(PeerError::Unreachable(
+                addr.to_string(),
+                "partitioned (fault injection)".into(),
+            ));
         }
         let tag = self.auth.sign(path, &body);
         let response = self

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use futures::TryStreamExt;
 use openraft::error::{InitializeError, RaftError};
-use openraft::{ServerState, SnapshotMeta};
+use openraft::{ChangeMembers, ServerState, SnapshotMeta};
 use serde::Serialize;
 
 use crate::auth::PeerAuth;
@@ -177,25 +177,41 @@ impl<V: StoreValue> ClusterNode<V> {
                 _value: PhantomData,
             }),
         };
-        node.elect_if_sole_voter().await;
+        node.reconcile_own_address();
         tracing::info!(node_id = config.node_id, origin = ?origin, "cluster node started");
         Ok(node)
     }
 
-    /// A restarted single-voter cluster need not wait out an election timeout.
-    async fn elect_if_sole_voter(&self) {
-        let voters: BTreeSet<NodeId> = self
-            .inner
-            .sm
-            .state
-            .read()
-            .membership()
-            .membership()
-            .voter_ids()
-            .collect();
-        if voters.len() == 1 && voters.contains(&self.inner.id) {
-            let _ = self.inner.raft.trigger().elect().await;
-        }
+    /// Once this node leads, makes sure the membership carries its current addresses (they
+    /// change when a node is restarted on other ports). Runs in the background.
+    fn reconcile_own_address(&self) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let raft = node.raft();
+            let me = node.id();
+            let leading = |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
+                m.current_leader == Some(me) && m.state == ServerState::Leader
+            };
+            if raft.wait(None).metrics(leading, "leading").await.is_err() {
+                return;
+            }
+            let recorded = node
+                .inner
+                .sm
+                .state
+                .read()
+                .membership()
+                .membership()
+                .get_node(&me)
+                .cloned();
+            if recorded.as_ref().is_some_and(|info| *info != node.inner.info) {
+                let nodes = BTreeMap::from([(me, node.inner.info.clone())]);
+                match raft.change_membership(ChangeMembers::SetNodes(nodes), false).await {
+                    Ok(_) => tracing::info!(info = %node.inner.info, "updated this node's addresses in the membership"),
+                    Err(e) => tracing::warn!(error = %e, "could not update this node's addresses"),
+                }
+            }
+        });
     }
 
     pub fn id(&self) -> NodeId {

@@ -60,10 +60,10 @@ impl Shared {
     /// Writes `image` as the current snapshot, unless a newer one is already there.
     async fn persist(self: &Arc<Self>, meta: SnapshotMeta, image: Image) -> Result<(), StorageError> {
         let _guard = self.file_lock.lock().await;
-        if let Some(existing) = self.current.lock().as_ref() {
-            if existing.last_log_id > meta.last_log_id {
-                return Ok(());
-            }
+        if let Some(existing) = self.current.lock().as_ref()
+            && existing.last_log_id > meta.last_log_id
+        {
+            return Ok(());
         }
         let tmp = self
             .dir

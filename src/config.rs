@@ -1,0 +1,311 @@
+//! One typed `Settings`: defaults, then an optional TOML file, then `TESSERA_…` environment
+//! variables (nested keys with `__`, e.g. `TESSERA_RAFT__HEARTBEAT_MS`).
+//!
+//! Secrets are [`Secret`]s: they deserialize from configuration but never print, neither in
+//! `Debug` nor in the effective configuration that `tessera config check` shows.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tessera_cluster::{FlushConfig, ProposerConfig, RaftTuning, StoreTuning};
+
+/// `dev` generates missing secrets into the data directory; `prod` refuses to start without them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Dev,
+    Prod,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A secret value from configuration. Prints as `<redacted>`, serializes as `<redacted>`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(SecretString::from(value))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        // Environment values that look like numbers arrive as numbers; a secret is their text.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub profile: Profile,
+    /// This node's Raft id (≥ 1, unique in the cluster, never reused).
+    pub node_id: u64,
+    /// Public API listener.
+    pub listen: SocketAddr,
+    /// Peer listener: Raft RPC and forwarding between nodes. Keep it on a private network.
+    pub peer_listen: SocketAddr,
+    /// Address other nodes use to reach this node's public API (default: `listen`).
+    pub advertise_addr: Option<String>,
+    /// Address other nodes use to reach this node's peer listener (default: `peer_listen`).
+    pub advertise_peer_addr: Option<String>,
+    /// Raft log, local snapshots, dev secrets and (by default) the SQLite snapshot store.
+    pub data_dir: PathBuf,
+    /// Durable snapshot store: `postgres://…` or `sqlite:…`. Default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Initialise a one-member cluster on the first start of a node with an empty data
+    /// directory (and no snapshot to restore).
+    pub bootstrap: bool,
+    /// Log filter, `tracing` syntax.
+    pub log: String,
+    pub log_format: LogFormat,
+    /// HTTP worker threads for the public listener (0: one per core).
+    pub workers: usize,
+    /// Largest accepted request body on the public API.
+    pub max_body_bytes: usize,
+    /// Seconds given to in-flight requests on shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// Shared by all nodes; authenticates peer traffic.
+    pub cluster_secret: Option<Secret>,
+    pub raft: RaftTuning,
+    pub proposer: ProposerConfig,
+    pub flush: FlushConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            profile: Profile::Dev,
+            node_id: 1,
+            listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            peer_listen: "127.0.0.1:7070".parse().expect("valid literal"),
+            advertise_addr: None,
+            advertise_peer_addr: None,
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            bootstrap: true,
+            log: "info,openraft=warn,sqlx=warn,actix_server=warn".to_string(),
+            log_format: LogFormat::Text,
+            workers: 0,
+            max_body_bytes: 16 * 1024,
+            shutdown_timeout_secs: 10,
+            cluster_secret: None,
+            raft: RaftTuning::default(),
+            proposer: ProposerConfig::default(),
+            flush: FlushConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(#[from] Box<figment::Error>);
+
+impl Settings {
+    /// Defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, LoadError> {
+        Self::figment(file).extract().map_err(|e| LoadError(Box::new(e)))
+    }
+
+    fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(Env::prefixed("TESSERA_").split("__").ignore(&["config"]))
+    }
+
+    pub fn tuning(&self) -> StoreTuning {
+        StoreTuning {
+            raft: self.raft.clone(),
+            proposer: self.proposer.clone(),
+            flush: self.flush.clone(),
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tessera.sqlite").display()))
+    }
+
+    pub fn advertised_public(&self) -> String {
+        self.advertise_addr.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn advertised_peer(&self) -> String {
+        self.advertise_peer_addr
+            .clone()
+            .unwrap_or_else(|| self.peer_listen.to_string())
+    }
+
+    /// Every problem with this configuration, each naming the setting.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.node_id == 0 {
+            problems.push("node_id must be at least 1".to_string());
+        }
+        if self.listen == self.peer_listen && self.listen.port() != 0 {
+            problems.push(format!("listen and peer_listen must differ (both {})", self.listen));
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_body_bytes) {
+            problems.push("max_body_bytes must be between 1024 and 1048576".to_string());
+        }
+        if self.workers > 256 {
+            problems.push("workers must be at most 256".to_string());
+        }
+        let url = self.database_url();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+            problems.push("database_url must start with postgres://, postgresql:// or sqlite:".to_string());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            problems.push(format!("log: {e}"));
+        }
+        problems.extend(self.tuning().problems());
+        problems.extend(crate::secrets::problems(self));
+        problems
+    }
+
+    /// The effective configuration as TOML, secrets and database passwords redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = Some(redact_url(&self.database_url()));
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// `postgres://user:password@host/db` → `postgres://user:<redacted>@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's `Jail` closures return its large error type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_variables_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_LISTEN", "127.0.0.1:9999");
+            jail.set_env("TESSERA_NODE_ID", "3");
+            jail.set_env("TESSERA_RAFT__HEARTBEAT_MS", "200");
+            jail.set_env("TESSERA_CLUSTER_SECRET", "12345678901234567890123456789012345");
+            jail.set_env("TESSERA_PROFILE", "prod");
+            let settings = Settings::load(None).expect("loads");
+            assert_eq!(settings.listen.port(), 9999);
+            assert_eq!(settings.node_id, 3);
+            assert_eq!(settings.raft.heartbeat_ms, 200);
+            assert_eq!(settings.profile, Profile::Prod);
+            assert_eq!(
+                settings.cluster_secret.unwrap().expose(),
+                "12345678901234567890123456789012345"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_file_is_overridden_by_the_environment_and_unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "node_id = 7\ndata_dir = \"/tmp/x\"\n[raft]\nheartbeat_ms = 300\n",
+            )?;
+            jail.set_env("TESSERA_NODE_ID", "8");
+            let settings = Settings::load(Some(Path::new("t.toml"))).expect("loads");
+            assert_eq!((settings.node_id, settings.raft.heartbeat_ms), (8, 300));
+            assert_eq!(settings.data_dir, PathBuf::from("/tmp/x"));
+
+            jail.create_file("bad.toml", "node_idd = 7\n")?;
+            let error = Settings::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(error.contains("node_idd"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_and_database_passwords_never_print() {
+        let settings = Settings {
+            cluster_secret: Some(Secret::new("super-secret-value-that-is-long-enough".into())),
+            database_url: Some("postgres://tessera:hunter2@db/tessera".into()),
+            ..Settings::default()
+        };
+        let shown = format!("{} {:?}", settings.redacted_toml(), settings);
+        assert!(!shown.contains("super-secret"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://tessera:<redacted>@db/tessera"));
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let settings = Settings {
+            node_id: 0,
+            peer_listen: "127.0.0.1:8080".parse().unwrap(),
+            database_url: Some("mysql://x".into()),
+            max_body_bytes: 1,
+            ..Settings::default()
+        };
+        let problems = settings.problems().join("\n");
+        for needle in ["node_id", "peer_listen", "database_url", "max_body_bytes"] {
+            assert!(problems.contains(needle), "{needle} missing from {problems}");
+        }
+    }
+}

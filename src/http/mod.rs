@@ -1,0 +1,54 @@
+//! The public HTTP API: routing, extractor limits and the pieces every response shares.
+
+pub mod ops;
+pub mod request_id;
+
+use std::time::Instant;
+
+use actix_web::error::JsonPayloadError;
+use actix_web::web;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tessera_actors::Record;
+use tessera_cluster::ClusterNode;
+
+use crate::error::ApiError;
+
+/// Shared by every handler of the public listener.
+pub struct AppState {
+    pub node: ClusterNode<Record>,
+    pub metrics: PrometheusHandle,
+    pub started: Instant,
+}
+
+/// Malformed, mistyped or oversized JSON is a 400 problem, never a 500.
+fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
+    match error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::BadRequest(format!("request body exceeds {limit} bytes"))
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("invalid JSON body: {e}")),
+        other => ApiError::BadRequest(format!("unreadable body: {other}")),
+    }
+}
+
+/// Routes and limits of the public listener.
+pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(max_body_bytes)
+            .error_handler(move |e, _| json_error(e, max_body_bytes).into()),
+    )
+    .app_data(web::PayloadConfig::new(max_body_bytes))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
+    .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics))
+    .route("/v1/cluster", web::get().to(ops::cluster));
+}
+
+/// Anything unrouted.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

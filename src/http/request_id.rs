@@ -1,0 +1,77 @@
+//! Every request gets an id: the caller's `X-Request-Id` if it is sane, else a fresh UUID.
+//! The id is on the request's tracing span (so on every log line it causes) and is echoed in
+//! the response.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use tracing::Instrument;
+
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, available to handlers through request extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn acceptable(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let sane = !text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    sane.then(|| text.to_string())
+}
+
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .headers()
+        .get(&HEADER)
+        .and_then(acceptable)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let started = std::time::Instant::now();
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    let status = response.status();
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sane_ids_are_echoed() {
+        assert_eq!(
+            acceptable(&HeaderValue::from_static("abc-123_x.y:z")),
+            Some("abc-123_x.y:z".to_string())
+        );
+        assert_eq!(acceptable(&HeaderValue::from_static("has space")), None);
+        assert_eq!(acceptable(&HeaderValue::from_static("")), None);
+        assert_eq!(acceptable(&HeaderValue::from_str(&"a".repeat(129)).unwrap()), None);
+    }
+}

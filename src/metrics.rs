@@ -1,0 +1,45 @@
+//! Prometheus metrics. The recorder is process-wide (the `metrics` macros need a global one);
+//! several nodes started in one test process share it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tessera_cluster::ClusterStatus;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder on first use and returns the handle that renders it.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only this node's own");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Cluster gauges, sampled when scraped.
+pub fn record_cluster(status: &ClusterStatus) {
+    let node = status.node_id.to_string();
+    let gauge = |name: &'static str, value: f64| metrics::gauge!(name, "node" => node.clone()).set(value);
+    gauge("tessera_raft_term", status.term as f64);
+    gauge("tessera_raft_is_leader", f64::from(u8::from(status.role == "leader")));
+    gauge(
+        "tessera_raft_leader_known",
+        f64::from(u8::from(status.leader_id.is_some())),
+    );
+    gauge("tessera_raft_last_log_index", status.last_log_index.unwrap_or(0) as f64);
+    gauge("tessera_raft_applied_index", status.applied.unwrap_or(0) as f64);
+    gauge("tessera_raft_snapshot_index", status.snapshot_index.unwrap_or(0) as f64);
+    gauge("tessera_store_lag_entries", status.store.lag_entries as f64);
+    gauge("tessera_store_lag_seconds", status.store.lag_seconds);
+    gauge("tessera_store_reachable", f64::from(u8::from(status.store.reachable)));
+    gauge("tessera_proposer_queue_depth", status.proposer.queue_depth as f64);
+    gauge("tessera_proposer_entries", status.proposer.entries as f64);
+    gauge("tessera_proposer_transactions", status.proposer.transactions as f64);
+    gauge("tessera_keys_live", status.keys.live as f64);
+}

@@ -1,0 +1,233 @@
+//! Cluster secrets: where they come from and how they are generated in development.
+//!
+//! - `prod`: every secret must be configured (file or `TESSERA_…` variable); start-up names
+//!   each missing one and stops. There is never a built-in fallback.
+//! - `dev`: a missing secret is generated once from the OS CSPRNG into
+//!   `<data_dir>/secrets.toml` (mode 0600) and reused on later starts, with a loud warning.
+//!   Configured values always win over generated ones.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rand::RngCore;
+
+use crate::config::{Profile, Secret, Settings};
+
+/// Shortest accepted secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+const FILE: &str = "secrets.toml";
+
+/// The secrets a node runs with.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    /// Authenticates peer traffic; identical on every node.
+    pub cluster: Secret,
+}
+
+/// One secret's configuration key and environment variable.
+struct Spec {
+    key: &'static str,
+    env: &'static str,
+}
+
+const SPECS: &[Spec] = &[Spec {
+    key: "cluster_secret",
+    env: "TESSERA_CLUSTER_SECRET",
+}];
+
+fn configured<'a>(settings: &'a Settings, key: &str) -> Option<&'a Secret> {
+    match key {
+        "cluster_secret" => settings.cluster_secret.as_ref(),
+        _ => None,
+    }
+}
+
+/// Problems with configured secrets (too short; missing in `prod`).
+pub fn problems(settings: &Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    for spec in SPECS {
+        match configured(settings, spec.key) {
+            Some(secret) if secret.expose().len() < MIN_SECRET_LEN => {
+                problems.push(format!("{} must be at least {MIN_SECRET_LEN} bytes", spec.key))
+            }
+            Some(_) => {}
+            None if settings.profile == Profile::Prod => problems.push(format!(
+                "{} is required in the prod profile (set {})",
+                spec.key, spec.env
+            )),
+            None => {}
+        }
+    }
+    problems
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("missing secrets in the prod profile: {0}")]
+    Missing(String),
+    #[error("cannot read or write {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("{path} is malformed: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+}
+
+/// Resolves every secret: configured, else (dev only) generated once into the data directory.
+pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
+    let mut values: BTreeMap<&'static str, Secret> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for spec in SPECS {
+        match configured(settings, spec.key) {
+            Some(secret) => {
+                values.insert(spec.key, secret.clone());
+            }
+            None => missing.push(spec),
+        }
+    }
+    if !missing.is_empty() {
+        if settings.profile == Profile::Prod {
+            let names: Vec<String> = missing.iter().map(|s| format!("{} ({})", s.key, s.env)).collect();
+            return Err(SecretsError::Missing(names.join(", ")));
+        }
+        let path = settings.data_dir.join(FILE);
+        let mut stored = read_file(&path)?;
+        let mut generated = Vec::new();
+        for spec in missing {
+            let value = stored.entry(spec.key.to_string()).or_insert_with(|| {
+                generated.push(spec.key);
+                random_secret()
+            });
+            values.insert(spec.key, Secret::new(value.clone()));
+        }
+        if !generated.is_empty() {
+            write_file(&path, &stored)?;
+            tracing::warn!(
+                path = %path.display(),
+                generated = ?generated,
+                "DEVELOPMENT PROFILE: generated secrets and stored them in the data directory. \
+                 Never use the dev profile in production: set TESSERA_PROFILE=prod and configure every secret."
+            );
+        } else {
+            tracing::warn!(path = %path.display(), "DEVELOPMENT PROFILE: using generated secrets from the data directory");
+        }
+    }
+    let take = |key: &str| values.get(key).cloned().expect("every spec was resolved above");
+    Ok(Secrets {
+        cluster: take("cluster_secret"),
+    })
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SecretsError> {
+    match fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| SecretsError::Malformed {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(source) => Err(SecretsError::File {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes the file with mode 0600 from the start (no window where others could read it).
+fn write_file(path: &Path, values: &BTreeMap<String, String>) -> Result<(), SecretsError> {
+    let file_err = |source| SecretsError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(file_err)?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    let text = format!(
+        "# Generated by Tessera's dev profile. Not for production.\n{}",
+        toml::to_string(values).expect("a string map always renders")
+    );
+    {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp).map_err(file_err)?;
+        file.write_all(text.as_bytes()).map_err(file_err)?;
+        file.sync_all().map_err(file_err)?;
+    }
+    fs::rename(&tmp, path).map_err(file_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(dir: &Path) -> Settings {
+        Settings {
+            data_dir: dir.to_path_buf(),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn dev_generates_secrets_once_with_mode_0600_and_reuses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = resolve(&dev(dir.path())).unwrap();
+        let second = resolve(&dev(dir.path())).unwrap();
+        assert_eq!(first.cluster.expose(), second.cluster.expose());
+        assert!(first.cluster.expose().len() >= MIN_SECRET_LEN);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn configured_secrets_win_over_generated_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        resolve(&dev(dir.path())).unwrap();
+        let configured = "c".repeat(40);
+        let settings = Settings {
+            cluster_secret: Some(Secret::new(configured.clone())),
+            ..dev(dir.path())
+        };
+        assert_eq!(resolve(&settings).unwrap().cluster.expose(), configured);
+    }
+
+    #[test]
+    fn prod_refuses_to_start_without_secrets_and_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            profile: Profile::Prod,
+            ..dev(dir.path())
+        };
+        let error = resolve(&settings).unwrap_err().to_string();
+        assert!(
+            error.contains("cluster_secret") && error.contains("TESSERA_CLUSTER_SECRET"),
+            "{error}"
+        );
+        assert!(!dir.path().join(FILE).exists(), "prod must not generate anything");
+    }
+
+    #[test]
+    fn short_secrets_are_a_problem() {
+        let settings = Settings {
+            cluster_secret: Some(Secret::new("short".into())),
+            ..Settings::default()
+        };
+        assert!(problems(&settings).iter().any(|p| p.contains("cluster_secret")));
+    }
+}

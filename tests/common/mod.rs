@@ -1,0 +1,239 @@
+//! Black-box test helpers: a whole Tessera node on 127.0.0.1 port 0 with a fresh data
+//! directory and a fresh database.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tessera::config::Secret;
+use tessera::{Node, Settings};
+
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
+/// Fast Raft timings for tests; production defaults are in `Settings::default()`.
+pub fn test_settings(data_dir: PathBuf) -> Settings {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peer_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir,
+        cluster_secret: Some(Secret::new(CLUSTER_SECRET.into())),
+        workers: 2,
+        log: std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
+        ..Settings::default()
+    };
+    settings.raft.heartbeat_ms = 50;
+    settings.raft.election_timeout_min_ms = 300;
+    settings.raft.election_timeout_max_ms = 600;
+    settings.flush.interval_ms = 100;
+    settings
+}
+
+/// A fresh Postgres database, dropped (even on panic) when this goes out of scope.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        let admin_url =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let name = format!("tessera_test_{}", uuid::Uuid::new_v4().simple());
+        run_blocking({
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            async move {
+                let admin = sqlx::PgPool::connect(&admin_url)
+                    .await
+                    .expect("connect to Postgres (is it running?)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .expect("create database");
+                admin.close().await;
+            }
+        });
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin_url.clone());
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        run_blocking(async move {
+            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+                admin.close().await;
+            }
+        });
+    }
+}
+
+/// Runs a future to completion on a private runtime on its own thread (safe from any context).
+pub fn run_blocking<F: std::future::Future<Output = ()> + Send + 'static>(future: F) {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    })
+    .join()
+    .expect("helper thread panicked");
+}
+
+/// A node started in this process.
+pub struct TestApp {
+    pub node: Option<Node>,
+    pub address: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = test_settings(dir.path().join("data"));
+        Self::spawn_with(dir, settings).await
+    }
+
+    pub async fn spawn_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
+        tessera::telemetry::init(&settings.log, settings.log_format);
+        let node = tokio::task::spawn_blocking(move || Node::start(settings))
+            .await
+            .unwrap()
+            .expect("node starts");
+        let address = format!("http://{}", node.public_addr());
+        let app = TestApp {
+            node: Some(node),
+            address,
+            client: reqwest::Client::new(),
+            dir,
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "node never became ready");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(node) = self.node.take() {
+            tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            let _ = std::thread::spawn(move || node.stop()).join();
+        }
+    }
+}
+
+/// A node running as a child process of the real binary.
+pub struct ChildNode {
+    pub child: Child,
+    pub public: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn tessera_command(data_dir: &std::path::Path, public: SocketAddr, peer: SocketAddr) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TESSERA_LISTEN", public.to_string())
+        .env("TESSERA_PEER_LISTEN", peer.to_string())
+        .env("TESSERA_DATA_DIR", data_dir)
+        .env("TESSERA_LOG", "warn")
+        .env("TESSERA_RAFT__HEARTBEAT_MS", "50")
+        .env("TESSERA_RAFT__ELECTION_TIMEOUT_MIN_MS", "300")
+        .env("TESSERA_RAFT__ELECTION_TIMEOUT_MAX_MS", "600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+impl ChildNode {
+    pub fn spawn(data_dir: PathBuf, configure: impl FnOnce(&mut Command)) -> ChildNode {
+        let public = free_addr();
+        let mut command = tessera_command(&data_dir, public, free_addr());
+        configure(&mut command);
+        let child = command.spawn().expect("spawn tessera");
+        ChildNode {
+            child,
+            public,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    pub async fn wait_ready(&mut self, client: &reqwest::Client) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("tessera exited early with {status}");
+            }
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "child node never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,258 @@
+//! One node as a black box: operator endpoints, configuration, secrets, lifecycle.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_fresh_node_is_live_ready_and_describes_its_cluster() {
+    let app = TestApp::spawn().await;
+
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let cluster: Value = app
+        .client
+        .get(app.url("/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cluster["node_id"], 1);
+    assert_eq!(cluster["role"], "leader");
+    assert_eq!(cluster["leader_id"], 1);
+    assert_eq!(cluster["members"].as_array().unwrap().len(), 1);
+    for field in [
+        "term",
+        "last_log_index",
+        "committed",
+        "applied",
+        "snapshot_index",
+        "store",
+        "proposer",
+    ] {
+        assert!(cluster.get(field).is_some(), "missing {field}");
+    }
+    for field in ["kind", "watermark", "lag_entries", "lag_seconds"] {
+        assert!(cluster["store"].get(field).is_some(), "missing store.{field}");
+    }
+    assert_eq!(cluster["store"]["kind"], "sqlite");
+    assert!(cluster["proposer"].get("queue_depth").is_some());
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tessera_raft_is_leader"), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_are_problem_json_with_a_request_id() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/v1/nothing-here"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["error"], "not_found");
+
+    // An unusable request id is replaced, not echoed.
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.headers()["x-request-id"], "bad id with spaces");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_on_postgres_reports_its_store() {
+    let db = PgDatabase::create();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path().join("data"));
+    settings.database_url = Some(db.url.clone());
+    let app = TestApp::spawn_with(dir, settings).await;
+    let cluster: Value = app
+        .client
+        .get(app.url("/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cluster["store"]["kind"], "postgres");
+    assert_eq!(cluster["store"]["reachable"], true);
+    app.stop().await;
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["config", "check"])
+        .env("TESSERA_DATA_DIR", dir.path())
+        .env("TESSERA_PROFILE", "prod")
+        .env("TESSERA_CLUSTER_SECRET", "a-very-secret-value-that-must-never-print")
+        .env("TESSERA_DATABASE_URL", "postgres://tessera:hunter2@db.internal/tessera")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("profile = \"prod\""), "{stdout}");
+    assert!(
+        !stdout.contains("a-very-secret-value") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<redacted>"));
+}
+
+#[test]
+fn config_check_names_every_problem_and_exits_non_zero() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["config", "check"])
+        .env("TESSERA_PROFILE", "prod")
+        .env("TESSERA_NODE_ID", "0")
+        .env("TESSERA_LISTEN", "127.0.0.1:7070")
+        .env("TESSERA_RAFT__ELECTION_TIMEOUT_MIN_MS", "10")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for needle in [
+        "node_id",
+        "peer_listen",
+        "election_timeout_min_ms",
+        "TESSERA_CLUSTER_SECRET",
+    ] {
+        assert!(stderr.contains(needle), "{needle} not named in:\n{stderr}");
+    }
+}
+
+#[test]
+fn an_unknown_setting_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["config", "check"])
+        .env("TESSERA_LISTN", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("listn"));
+}
+
+#[test]
+fn the_prod_profile_refuses_to_start_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tessera_command(dir.path(), free_addr(), free_addr())
+        .arg("serve")
+        .env("TESSERA_PROFILE", "prod")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("TESSERA_CLUSTER_SECRET"), "{stderr}");
+    assert!(!dir.path().join("secrets.toml").exists());
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_the_node_restarts_from_its_own_disk() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    let mut node = ChildNode::spawn(data.clone(), |c| {
+        c.arg("serve");
+    });
+    node.wait_ready(&client).await;
+    let first: Value = client
+        .get(node.url("/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secrets = std::fs::read_to_string(data.join("secrets.toml")).unwrap();
+
+    kill(Pid::from_raw(node.child.id() as i32), Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+
+    let mut node = ChildNode::spawn(data.clone(), |c| {
+        c.arg("serve");
+    });
+    node.wait_ready(&client).await;
+    let second: Value = client
+        .get(node.url("/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["role"], "leader");
+    assert!(second["applied"].as_u64() >= first["applied"].as_u64());
+    // The node listens on new ports; it updates its own entry in the membership.
+    let own = format!("{}", node.public);
+    let started = Instant::now();
+    loop {
+        let view: Value = client
+            .get(node.url("/v1/cluster"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["members"][0]["public_addr"] == own.as_str() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "membership still shows the old address: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(data.join("secrets.toml")).unwrap(),
+        secrets,
+        "dev secrets are generated once"
+    );
+}
