@@ -83,6 +83,39 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// A database URL. Its password never prints (`Debug`, effective configuration).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL with its password, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `<redacted>`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -100,7 +133,7 @@ pub struct Settings {
     /// Raft log, local snapshots, dev secrets and (by default) the SQLite snapshot store.
     pub data_dir: PathBuf,
     /// Durable snapshot store: `postgres://…` or `sqlite:…`. Default: SQLite in `data_dir`.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// Initialise a one-member cluster on the first start of a node with an empty data
     /// directory (and no snapshot to restore).
     pub bootstrap: bool,
@@ -171,10 +204,10 @@ impl Settings {
         }
     }
 
-    pub fn database_url(&self) -> String {
+    pub fn database_url(&self) -> DatabaseUrl {
         self.database_url
             .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tessera.sqlite").display()))
+            .unwrap_or_else(|| DatabaseUrl(format!("sqlite://{}", self.data_dir.join("tessera.sqlite").display())))
     }
 
     pub fn advertised_public(&self) -> String {
@@ -202,7 +235,7 @@ impl Settings {
         if self.workers > 256 {
             problems.push("workers must be at most 256".to_string());
         }
-        let url = self.database_url();
+        let url = self.database_url().0;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             problems.push("database_url must start with postgres://, postgresql:// or sqlite:".to_string());
         }
@@ -217,7 +250,7 @@ impl Settings {
     /// The effective configuration as TOML, secrets and database passwords redacted.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        shown.database_url = Some(redact_url(&self.database_url()));
+        shown.database_url = Some(self.database_url());
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
@@ -285,7 +318,7 @@ mod tests {
     fn secrets_and_database_passwords_never_print() {
         let settings = Settings {
             cluster_secret: Some(Secret::new("super-secret-value-that-is-long-enough".into())),
-            database_url: Some("postgres://tessera:hunter2@db/tessera".into()),
+            database_url: Some(DatabaseUrl::new("postgres://tessera:hunter2@db/tessera")),
             ..Settings::default()
         };
         let shown = format!("{} {:?}", settings.redacted_toml(), settings);
@@ -299,7 +332,7 @@ mod tests {
         let settings = Settings {
             node_id: 0,
             peer_listen: "127.0.0.1:8080".parse().unwrap(),
-            database_url: Some("mysql://x".into()),
+            database_url: Some(DatabaseUrl::new("mysql://x")),
             max_body_bytes: 1,
             ..Settings::default()
         };

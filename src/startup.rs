@@ -80,12 +80,9 @@ impl Node {
         let database_url = settings.database_url();
         let rows = settings.flush.rows_per_statement;
         let cluster = runtime.block_on(async {
-            let store = crate::db::connect(&database_url, rows).await.with_context(|| {
-                format!(
-                    "cannot open the snapshot store at {}",
-                    crate::config::redact_url(&database_url)
-                )
-            })?;
+            let store = crate::db::connect(database_url.expose(), rows)
+                .await
+                .with_context(|| format!("cannot open the snapshot store at {}", database_url.redacted()))?;
             let cluster =
                 ClusterNode::<Record>::start(config, secrets.cluster.expose().as_bytes(), store, None).await?;
             if settings.bootstrap && cluster.bootstrap_single().await.map_err(anyhow::Error::msg)? {

@@ -94,7 +94,7 @@ async fn a_node_on_postgres_reports_its_store() {
     let db = PgDatabase::create();
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path().join("data"));
-    settings.database_url = Some(db.url.clone());
+    settings.database_url = Some(tessera::config::DatabaseUrl::new(db.url.clone()));
     let app = TestApp::spawn_with(dir, settings).await;
     let cluster: Value = app
         .client

@@ -35,6 +35,17 @@ pub(crate) struct FlushState {
     pub last_error: Option<String>,
 }
 
+/// What a flush achieved.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flushed {
+    /// Highest index the store now holds.
+    pub held: Version,
+    /// Whether rows were written (then a compaction is worth proposing).
+    pub wrote_rows: bool,
+}
+
+const COMPACT_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(crate) struct Flusher<V> {
     node_id: NodeId,
     raft: Raft,
@@ -98,23 +109,30 @@ impl<V: StoreValue> Flusher<V> {
             m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
         };
         let result = if leading {
-            self.flush().await.map(|_| ())
+            self.flush().await
         } else {
-            self.store.ping().await.map_err(FlushError::from)
+            self.store
+                .ping()
+                .await
+                .map(|()| Flushed::default())
+                .map_err(FlushError::from)
         };
         {
             let mut state = self.state.lock();
             state.reachable = result.is_ok();
             state.last_error = result.as_ref().err().map(|e| e.to_string());
         }
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "snapshot store flush failed; will retry");
+        match result {
+            Ok(Flushed { held, wrote_rows: true }) => self.compact(held).await,
+            Ok(Flushed { wrote_rows: false, .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "snapshot store flush failed; will retry"),
         }
         self.purge_log().await;
     }
 
-    /// Writes everything applied so far to the store. Returns the index the store now holds.
-    pub async fn flush(&self) -> Result<Version, FlushError> {
+    /// Writes everything applied so far to the store (no Raft write, so it also works without
+    /// a quorum, e.g. during shutdown).
+    pub async fn flush(&self) -> Result<Flushed, FlushError> {
         let _running = self.running.lock().await;
         let flushed = self.state.lock().flushed;
         let (applied, membership, dirty) = {
@@ -126,11 +144,17 @@ impl<V: StoreValue> Flusher<V> {
             )
         };
         let Some(applied) = applied else {
-            return Ok(flushed);
+            return Ok(Flushed {
+                held: flushed,
+                wrote_rows: false,
+            });
         };
         if applied.index <= flushed {
             self.state.lock().caught_up_at = Instant::now();
-            return Ok(flushed);
+            return Ok(Flushed {
+                held: flushed,
+                wrote_rows: false,
+            });
         }
         let had_rows = !dirty.is_empty();
         let rows = tokio::task::spawn_blocking(move || to_rows::<V>(dirty))
@@ -154,25 +178,23 @@ impl<V: StoreValue> Flusher<V> {
             ?outcome,
             "flushed to the snapshot store"
         );
-        if had_rows {
-            // Lets every replica drop tombstones and trim its dirty set. Best effort: if it
-            // fails, the next flush proposes it again.
-            let compact = Command::Compact { upto: applied.index };
-            if let Err(e) = self.propose_compact(compact).await {
-                tracing::debug!(error = %e, "compact proposal failed");
-            }
-        }
-        Ok(now_held)
+        Ok(Flushed {
+            held: now_held,
+            wrote_rows: had_rows,
+        })
     }
 
-    /// Compaction is one small entry per flush: it goes straight to Raft rather than through
-    /// the proposer, whose queue (and overload signal) is for client transactions.
-    async fn propose_compact(&self, command: Command) -> Result<(), String> {
-        self.raft
-            .client_write(command)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    /// Lets every replica drop the tombstones the store now reflects and trim its dirty set.
+    /// One small entry per flush, straight to Raft rather than through the proposer (whose
+    /// queue and overload signal are for client transactions). Best effort and bounded in
+    /// time: without a quorum it gives up, and the next flush proposes it again.
+    async fn compact(&self, upto: Version) {
+        let write = self.raft.client_write(Command::Compact { upto });
+        match tokio::time::timeout(COMPACT_TIMEOUT, write).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "compact proposal failed"),
+            Err(_) => tracing::debug!("compact proposal timed out"),
+        }
     }
 
     async fn purge_log(&self) {

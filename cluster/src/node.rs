@@ -307,7 +307,7 @@ impl<V: StoreValue> ClusterNode<V> {
 
     /// Flushes to the durable store now (leader only does real work). Returns the index it holds.
     pub async fn flush(&self) -> Result<Version, FlushError> {
-        self.inner.flusher.flush().await
+        self.inner.flusher.flush().await.map(|f| f.held)
     }
 
     /// A byte-exact image of the replicated state (for replica comparisons in tests and tools).
@@ -406,7 +406,7 @@ impl<V: StoreValue> ClusterNode<V> {
         let leading = self.inner.raft.metrics().borrow().state == ServerState::Leader;
         if leading {
             match self.inner.flusher.flush().await {
-                Ok(index) => tracing::info!(index, "final flush to the snapshot store"),
+                Ok(flushed) => tracing::info!(index = flushed.held, "final flush to the snapshot store"),
                 Err(e) => tracing::warn!(error = %e, "final flush to the snapshot store failed"),
             }
         }
