@@ -1,0 +1,588 @@
+//! Session families and refresh-token rotation.
+//!
+//! A family is one login's lineage of refresh tokens. Its state names the current
+//! generation; the token of generation *n* is recomputed from the family's salt, never stored.
+//!
+//! ```text
+//!  presented token ──► MAC ok? ──no──► Invalid            (nothing changes)
+//!                        │yes
+//!                        ▼
+//!                   revoked? ──yes──► Revoked             (terminal)
+//!                        │no
+//!                        ▼
+//!             past idle/absolute? ──yes──► Expired
+//!                        │no
+//!                        ▼
+//!          gen == current ─────────────► Rotated          current := gen + 1
+//!          gen == current − 1, within
+//!            grace, same device ───────► Grace            the SAME successor (current)
+//!          gen <  current (otherwise) ──► Replayed         revoke the family
+//!          gen >  current ─────────────► Invalid          never issued
+//! ```
+//!
+//! Every answer is one of these values; the shell commits the state a verdict carries and
+//! replies. At most one successor per token exists by construction: only the current
+//! generation rotates, and the write is a compare-and-set on the family's version.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::device::DeviceHash;
+use super::ids::{FamilyId, Generation, UserId};
+use super::ip::IpPrefix;
+use super::refresh_token::{Pepper, RefreshToken};
+use super::time::Millis;
+
+/// How a session was authenticated (RFC 8176 `amr` values), as a small set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amr(pub u8);
+
+impl Amr {
+    pub const PASSWORD: Amr = Amr(1);
+    pub const OTP: Amr = Amr(2);
+
+    pub fn with(self, other: Amr) -> Amr {
+        Amr(self.0 | other.0)
+    }
+
+    /// The RFC 8176 names, in a fixed order.
+    pub fn names(self) -> Vec<&'static str> {
+        [(Amr::PASSWORD, "pwd"), (Amr::OTP, "otp")]
+            .into_iter()
+            .filter(|(flag, _)| self.0 & flag.0 != 0)
+            .map(|(_, name)| name)
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevokeReason {
+    Logout,
+    Replay,
+    Cap,
+    Admin,
+    PasswordChange,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::Replay => "replay",
+            RevokeReason::Cap => "cap",
+            RevokeReason::Admin => "admin",
+            RevokeReason::PasswordChange => "password_change",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: Millis,
+    pub reason: RevokeReason,
+}
+
+/// Lifetimes of a session family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// How long after a rotation the previous token may be retried (same device only).
+    pub grace: Duration,
+    /// A family not refreshed for this long expires.
+    pub idle: Duration,
+    /// A family expires this long after login, however active.
+    pub absolute: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            grace: Duration::from_secs(10),
+            idle: Duration::from_secs(7 * 24 * 3600),
+            absolute: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// A session family's replicated state. Appending fields is the only allowed change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Family {
+    pub user: UserId,
+    pub generation: Generation,
+    pub salt: [u8; 16],
+    pub created_at: Millis,
+    pub auth_time: Millis,
+    pub amr: Amr,
+    /// When the current generation was issued (login or last rotation).
+    pub rotated_at: Millis,
+    /// The device that obtained the current generation.
+    pub rotated_by: DeviceHash,
+    /// The device and network the session was created from.
+    pub login_device: DeviceHash,
+    pub ip_prefix: Option<IpPrefix>,
+    pub last_seen: Millis,
+    pub idle_deadline: Millis,
+    pub absolute_deadline: Millis,
+    pub revoked: Option<Revocation>,
+}
+
+/// Everything a new session starts from.
+#[derive(Clone, Debug)]
+pub struct Opening {
+    pub user: UserId,
+    pub salt: [u8; 16],
+    pub device: DeviceHash,
+    pub ip_prefix: Option<IpPrefix>,
+    pub amr: Amr,
+    pub auth_time: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshVerdict {
+    /// Commit `family`; its current generation is the successor.
+    Rotated {
+        family: Family,
+    },
+    /// A retry of the immediate parent: answer with the existing successor, write nothing.
+    Grace {
+        successor: Generation,
+    },
+    /// An older genuine token came back: commit the revoked `family`.
+    Replayed {
+        family: Family,
+    },
+    Expired,
+    Revoked,
+    Invalid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeVerdict {
+    /// Commit `family`.
+    Revoked {
+        family: Family,
+    },
+    AlreadyRevoked,
+}
+
+/// Whether an access token of generation `generation` may still be honoured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessVerdict {
+    Allowed,
+    Revoked,
+    /// The token names a generation this family never reached (e.g. state restored from an
+    /// older snapshot).
+    UnknownGeneration,
+    Expired,
+}
+
+impl Family {
+    /// The state of a brand-new session, at generation 1.
+    pub fn open(opening: Opening, now: Millis, policy: &SessionPolicy) -> Family {
+        let absolute_deadline = now.saturating_add(policy.absolute);
+        Family {
+            user: opening.user,
+            generation: Generation::FIRST,
+            salt: opening.salt,
+            created_at: now,
+            auth_time: opening.auth_time,
+            amr: opening.amr,
+            rotated_at: now,
+            rotated_by: opening.device,
+            login_device: opening.device,
+            ip_prefix: opening.ip_prefix,
+            last_seen: now,
+            idle_deadline: now.saturating_add(policy.idle).min(absolute_deadline),
+            absolute_deadline,
+            revoked: None,
+        }
+    }
+
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.revoked.is_none() && now < self.idle_deadline && now < self.absolute_deadline
+    }
+
+    /// Decides what a presented refresh token does to this family (see the module diagram).
+    pub fn refresh(
+        &self,
+        id: FamilyId,
+        token: &RefreshToken,
+        device: DeviceHash,
+        now: Millis,
+        policy: &SessionPolicy,
+        pepper: &Pepper,
+    ) -> RefreshVerdict {
+        if token.family != id || !pepper.verifies(token, &self.salt) {
+            return RefreshVerdict::Invalid;
+        }
+        if self.revoked.is_some() {
+            return RefreshVerdict::Revoked;
+        }
+        if now >= self.idle_deadline || now >= self.absolute_deadline {
+            return RefreshVerdict::Expired;
+        }
+        let presented = token.generation;
+        if presented == self.generation {
+            let mut next = self.clone();
+            next.generation = self.generation.next();
+            next.rotated_at = now;
+            next.rotated_by = device;
+            next.last_seen = now;
+            next.idle_deadline = now.saturating_add(policy.idle).min(self.absolute_deadline);
+            return RefreshVerdict::Rotated { family: next };
+        }
+        if presented > self.generation {
+            return RefreshVerdict::Invalid;
+        }
+        let parent = presented.next() == self.generation;
+        if parent && now.since(self.rotated_at) <= policy.grace && device == self.rotated_by {
+            return RefreshVerdict::Grace {
+                successor: self.generation,
+            };
+        }
+        RefreshVerdict::Replayed {
+            family: self.revoked_at(now, RevokeReason::Replay),
+        }
+    }
+
+    /// Revokes the family for `reason`. Revocation is terminal: the first reason stays.
+    pub fn revoke(&self, now: Millis, reason: RevokeReason) -> RevokeVerdict {
+        match self.revoked {
+            Some(_) => RevokeVerdict::AlreadyRevoked,
+            None => RevokeVerdict::Revoked {
+                family: self.revoked_at(now, reason),
+            },
+        }
+    }
+
+    fn revoked_at(&self, now: Millis, reason: RevokeReason) -> Family {
+        Family {
+            revoked: Some(Revocation { at: now, reason }),
+            ..self.clone()
+        }
+    }
+
+    /// Whether an access token issued at `generation` is still honoured.
+    pub fn access(&self, generation: Generation, now: Millis) -> AccessVerdict {
+        if self.revoked.is_some() {
+            AccessVerdict::Revoked
+        } else if generation > self.generation {
+            AccessVerdict::UnknownGeneration
+        } else if now >= self.absolute_deadline {
+            AccessVerdict::Expired
+        } else {
+            AccessVerdict::Allowed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ID: FamilyId = FamilyId([1; 16]);
+    const PHONE: DeviceHash = DeviceHash([1; 16]);
+    const LAPTOP: DeviceHash = DeviceHash([2; 16]);
+    const T0: Millis = Millis(1_000_000);
+
+    fn pepper() -> Pepper {
+        Pepper::new(b"test pepper, long enough to count as a secret")
+    }
+
+    fn policy() -> SessionPolicy {
+        SessionPolicy {
+            grace: Duration::from_secs(10),
+            idle: Duration::from_secs(3600),
+            absolute: Duration::from_secs(86_400),
+        }
+    }
+
+    fn fresh() -> Family {
+        Family::open(
+            Opening {
+                user: UserId([5; 16]),
+                salt: [7; 16],
+                device: PHONE,
+                ip_prefix: None,
+                amr: Amr::PASSWORD,
+                auth_time: T0,
+            },
+            T0,
+            &policy(),
+        )
+    }
+
+    fn token(family: &Family, generation: u64) -> RefreshToken {
+        pepper().issue(ID, Generation(generation), &family.salt)
+    }
+
+    fn later(secs: u64) -> Millis {
+        T0.saturating_add(Duration::from_secs(secs))
+    }
+
+    /// Rotates `family` at `now` from `device`, returning the new state.
+    fn rotate(family: &Family, now: Millis, device: DeviceHash) -> Family {
+        match family.refresh(
+            ID,
+            &token(family, family.generation.0),
+            device,
+            now,
+            &policy(),
+            &pepper(),
+        ) {
+            RefreshVerdict::Rotated { family } => family,
+            other => panic!("expected a rotation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refresh_with_the_current_generation_rotates_to_the_next() {
+        let family = fresh();
+        let next = rotate(&family, later(5), PHONE);
+        assert_eq!(next.generation, Generation(2));
+        assert_eq!((next.rotated_at, next.rotated_by), (later(5), PHONE));
+        assert_eq!(next.idle_deadline, later(5 + 3600));
+        assert_eq!(
+            next.absolute_deadline, family.absolute_deadline,
+            "rotation never extends the absolute limit"
+        );
+    }
+
+    #[test]
+    fn verdicts_table() {
+        let g1 = fresh();
+        let g2 = rotate(&g1, later(100), PHONE);
+        let g3 = rotate(&g2, later(200), PHONE);
+        let revoked = match g3.revoke(later(250), RevokeReason::Logout) {
+            RevokeVerdict::Revoked { family } => family,
+            RevokeVerdict::AlreadyRevoked => unreachable!(),
+        };
+        let forged = RefreshToken {
+            mac: [0; 32],
+            ..token(&g3, 3)
+        };
+        let wrong_family = RefreshToken {
+            family: FamilyId([2; 16]),
+            ..token(&g3, 3)
+        };
+
+        struct Case {
+            name: &'static str,
+            state: Family,
+            token: RefreshToken,
+            device: DeviceHash,
+            now: Millis,
+            expect: fn(&RefreshVerdict) -> bool,
+        }
+        let cases = vec![
+            Case {
+                name: "current",
+                state: g3.clone(),
+                token: token(&g3, 3),
+                device: LAPTOP,
+                now: later(201),
+                expect: |v| matches!(v, RefreshVerdict::Rotated { family } if family.generation == Generation(4)),
+            },
+            Case {
+                name: "parent within grace, same device",
+                state: g3.clone(),
+                token: token(&g3, 2),
+                device: PHONE,
+                now: later(205),
+                expect: |v| {
+                    *v == RefreshVerdict::Grace {
+                        successor: Generation(3),
+                    }
+                },
+            },
+            Case {
+                name: "parent at the grace boundary",
+                state: g3.clone(),
+                token: token(&g3, 2),
+                device: PHONE,
+                now: later(210),
+                expect: |v| {
+                    *v == RefreshVerdict::Grace {
+                        successor: Generation(3),
+                    }
+                },
+            },
+            Case {
+                name: "parent after grace",
+                state: g3.clone(),
+                token: token(&g3, 2),
+                device: PHONE,
+                now: later(211),
+                expect: |v| matches!(v, RefreshVerdict::Replayed { family } if family.revoked.unwrap().reason == RevokeReason::Replay),
+            },
+            Case {
+                name: "parent within grace, other device",
+                state: g3.clone(),
+                token: token(&g3, 2),
+                device: LAPTOP,
+                now: later(205),
+                expect: |v| matches!(v, RefreshVerdict::Replayed { .. }),
+            },
+            Case {
+                name: "grandparent within grace",
+                state: g3.clone(),
+                token: token(&g3, 1),
+                device: PHONE,
+                now: later(201),
+                expect: |v| matches!(v, RefreshVerdict::Replayed { .. }),
+            },
+            Case {
+                name: "bad MAC",
+                state: g3.clone(),
+                token: forged,
+                device: PHONE,
+                now: later(201),
+                expect: |v| *v == RefreshVerdict::Invalid,
+            },
+            Case {
+                name: "token of another family",
+                state: g3.clone(),
+                token: wrong_family,
+                device: PHONE,
+                now: later(201),
+                expect: |v| *v == RefreshVerdict::Invalid,
+            },
+            Case {
+                name: "future generation",
+                state: g3.clone(),
+                token: token(&g3, 4),
+                device: PHONE,
+                now: later(201),
+                expect: |v| *v == RefreshVerdict::Invalid,
+            },
+            Case {
+                name: "revoked family, current token",
+                state: revoked.clone(),
+                token: token(&revoked, 3),
+                device: PHONE,
+                now: later(251),
+                expect: |v| *v == RefreshVerdict::Revoked,
+            },
+            Case {
+                name: "revoked family, old token",
+                state: revoked.clone(),
+                token: token(&revoked, 1),
+                device: PHONE,
+                now: later(251),
+                expect: |v| *v == RefreshVerdict::Revoked,
+            },
+            Case {
+                name: "idle too long",
+                state: g3.clone(),
+                token: token(&g3, 3),
+                device: PHONE,
+                now: later(200 + 3600),
+                expect: |v| *v == RefreshVerdict::Expired,
+            },
+            Case {
+                name: "past the absolute deadline",
+                state: g3.clone(),
+                token: token(&g3, 3),
+                device: PHONE,
+                now: later(86_400),
+                expect: |v| *v == RefreshVerdict::Expired,
+            },
+        ];
+        for case in cases {
+            let verdict = case
+                .state
+                .refresh(ID, &case.token, case.device, case.now, &policy(), &pepper());
+            assert!((case.expect)(&verdict), "{}: got {verdict:?}", case.name);
+        }
+    }
+
+    #[test]
+    fn the_grandparent_after_a_grace_retry_is_a_replay() {
+        let g1 = fresh();
+        let g2 = rotate(&g1, later(1), PHONE);
+        // The client lost the response and retries g1: same successor, nothing written.
+        assert_eq!(
+            g2.refresh(ID, &token(&g2, 1), PHONE, later(2), &policy(), &pepper()),
+            RefreshVerdict::Grace {
+                successor: Generation(2)
+            }
+        );
+        let g3 = rotate(&g2, later(3), PHONE);
+        assert!(matches!(
+            g3.refresh(ID, &token(&g3, 1), PHONE, later(4), &policy(), &pepper()),
+            RefreshVerdict::Replayed { .. }
+        ));
+    }
+
+    #[test]
+    fn revocation_is_terminal_and_keeps_its_first_reason() {
+        let family = fresh();
+        let RevokeVerdict::Revoked { family: revoked } = family.revoke(later(1), RevokeReason::Replay) else {
+            panic!("first revocation revokes")
+        };
+        assert_eq!(
+            revoked.revoke(later(2), RevokeReason::Logout),
+            RevokeVerdict::AlreadyRevoked
+        );
+        assert_eq!(revoked.revoked.unwrap().reason, RevokeReason::Replay);
+        assert_eq!(revoked.access(Generation(1), later(3)), AccessVerdict::Revoked);
+    }
+
+    #[test]
+    fn access_tokens_follow_the_family() {
+        let g2 = rotate(&fresh(), later(1), PHONE);
+        assert_eq!(g2.access(Generation(1), later(2)), AccessVerdict::Allowed);
+        assert_eq!(g2.access(Generation(2), later(2)), AccessVerdict::Allowed);
+        assert_eq!(g2.access(Generation(3), later(2)), AccessVerdict::UnknownGeneration);
+        assert_eq!(g2.access(Generation(2), later(86_400)), AccessVerdict::Expired);
+    }
+
+    #[test]
+    fn amr_names_follow_rfc_8176() {
+        assert_eq!(Amr::PASSWORD.names(), vec!["pwd"]);
+        assert_eq!(Amr::PASSWORD.with(Amr::OTP).names(), vec!["pwd", "otp"]);
+    }
+
+    proptest! {
+        /// Whatever sequence of tokens is presented, a family moves forward one generation
+        /// per rotation, answers any token at most once with a *new* successor, and stays
+        /// revoked once revoked.
+        #[test]
+        fn no_token_ever_gets_two_successors(steps in prop::collection::vec((0u64..6, 0u64..30, any::<bool>()), 1..60)) {
+            let mut family = fresh();
+            let mut now = T0;
+            let mut successors: std::collections::BTreeMap<u64, u64> = Default::default();
+            for (back, wait, other_device) in steps {
+                now = now.saturating_add(Duration::from_secs(wait));
+                let presented = family.generation.0.saturating_sub(back).max(1);
+                let device = if other_device { LAPTOP } else { PHONE };
+                let before = family.clone();
+                match family.refresh(ID, &token(&family, presented), device, now, &policy(), &pepper()) {
+                    RefreshVerdict::Rotated { family: next } => {
+                        prop_assert_eq!(presented, before.generation.0);
+                        prop_assert_eq!(next.generation.0, presented + 1);
+                        let previous = successors.insert(presented, next.generation.0);
+                        prop_assert!(previous.is_none(), "generation {} rotated twice", presented);
+                        family = next;
+                    }
+                    RefreshVerdict::Grace { successor } => {
+                        prop_assert_eq!(successors.get(&presented).copied(), Some(successor.0));
+                    }
+                    RefreshVerdict::Replayed { family: revoked } => {
+                        prop_assert!(presented < before.generation.0);
+                        prop_assert!(revoked.revoked.is_some());
+                        family = revoked;
+                    }
+                    RefreshVerdict::Revoked => prop_assert!(before.revoked.is_some()),
+                    RefreshVerdict::Expired => prop_assert!(now >= before.idle_deadline || now >= before.absolute_deadline),
+                    RefreshVerdict::Invalid => prop_assert!(false, "genuine tokens are never invalid"),
+                }
+                if before.revoked.is_some() {
+                    prop_assert_eq!(&family, &before, "a revoked family never changes");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! What the edge asks of the domain and what it gets back. These types also cross the peer
+//! network when a follower forwards a request to the leader, so they are serializable and
+//! only ever grow at the end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Amr, DeviceHash, Email, FamilyId, Generation, IpPrefix, Millis, RefreshToken, UserId};
+
+/// What the edge needs to answer with tokens for a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionGrant {
+    pub family: FamilyId,
+    pub user: UserId,
+    pub generation: Generation,
+    pub refresh_token: RefreshToken,
+    pub auth_time: Millis,
+    pub amr: Amr,
+    /// When the refresh token stops working if unused (idle deadline, capped by the absolute one).
+    pub refresh_expires: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegisterOutcome {
+    Registered,
+    EmailTaken,
+}
+
+/// The first half of a login: what the edge verifies the password against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginStart {
+    Proceed {
+        user: UserId,
+        password_hash: String,
+        credential_version: u32,
+    },
+    /// No such account. The edge still verifies against a dummy hash, so this looks and takes
+    /// the same as a wrong password.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginOutcome {
+    Opened(SessionGrant),
+    /// The verified credential is no longer current, or the account is disabled. Answered
+    /// exactly like a wrong password.
+    Rejected,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefreshOutcome {
+    Rotated(SessionGrant),
+    /// A retry of the immediate parent within the grace window: the same successor.
+    Grace(SessionGrant),
+    /// An older token came back: the family is now revoked.
+    Replayed,
+    Expired,
+    Revoked,
+    Invalid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogoutOutcome {
+    LoggedOut,
+    AlreadyLoggedOut,
+    /// No such session for this user.
+    NotFound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ActorError {
+    #[error("this node is not the leader")]
+    NotLeader,
+    /// A write conflicted twice in a row; the caller may retry.
+    #[error("concurrent updates; retry")]
+    Contention,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("stored state is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl From<crate::ports::ReplicaError> for ActorError {
+    fn from(e: crate::ports::ReplicaError) -> ActorError {
+        use crate::ports::ReplicaError;
+        match e {
+            ReplicaError::NotLeader => ActorError::NotLeader,
+            ReplicaError::Unavailable(reason) => ActorError::Unavailable(reason),
+            ReplicaError::Corrupt(reason) => ActorError::Corrupt(reason),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ActorError {
+    fn from(e: actix::MailboxError) -> ActorError {
+        ActorError::Unavailable(format!("actor mailbox: {e}"))
+    }
+}
+
+/// A request forwarded from a follower to the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Command {
+    Register {
+        user: UserId,
+        email: Email,
+        password_hash: String,
+    },
+    BeginLogin {
+        email: Email,
+    },
+    CompleteLogin {
+        user: UserId,
+        credential_version: u32,
+        device: DeviceHash,
+        ip: Option<IpPrefix>,
+    },
+    Refresh {
+        token: RefreshToken,
+        device: DeviceHash,
+    },
+    Logout {
+        user: UserId,
+        family: FamilyId,
+    },
+    LogoutAll {
+        user: UserId,
+    },
+}
+
+/// The leader's answer to a forwarded [`Command`], variant for variant.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Register(Result<RegisterOutcome, ActorError>),
+    BeginLogin(Result<LoginStart, ActorError>),
+    CompleteLogin(Result<LoginOutcome, ActorError>),
+    Refresh(Result<RefreshOutcome, ActorError>),
+    Logout(Result<LogoutOutcome, ActorError>),
+    LogoutAll(Result<usize, ActorError>),
+}

@@ -1,0 +1,193 @@
+//! Where actors live: activation on demand, passivation when idle, and a clean slate whenever
+//! leadership changes.
+//!
+//! An actor is activated from the local replica, but only once this node has confirmed it
+//! leads in the current term and its replica holds everything committed before (one
+//! read-index round trip per term, shared by all activations). When the term changes, every
+//! actor is dropped: the next request reloads from the replica. In-memory state is therefore
+//! never older than the leader's own replica at the start of its term, and every write is a
+//! compare-and-set anyway, so a stale actor can only fail to write, never overwrite.
+//!
+//! Actors run on a fixed set of arbiters (threads), chosen by id.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use parking_lot::Mutex;
+
+use crate::context::ActorContext;
+use crate::domain::{FamilyId, UserId};
+use crate::family_actor::SessionFamily;
+use crate::identity_actor::IdentityActor;
+use crate::protocol::ActorError;
+use crate::record::{Record, keys};
+
+struct Slot<A: Actor> {
+    addr: Addr<A>,
+    last_used: Instant,
+}
+
+pub struct Registry {
+    cx: Arc<ActorContext>,
+    arbiters: Vec<ArbiterHandle>,
+    families: Mutex<HashMap<FamilyId, Slot<SessionFamily>>>,
+    identities: Mutex<HashMap<UserId, Slot<IdentityActor>>>,
+    /// The term in which leadership was last confirmed.
+    confirmed: Mutex<Option<u64>>,
+    /// One confirmation round trip at a time; the others wait for its result.
+    confirming: futures::lock::Mutex<()>,
+}
+
+/// Active actor counts, for the operator view.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ActorCounts {
+    pub identities: usize,
+    pub families: usize,
+}
+
+fn place<K: Hash>(key: &K, arbiters: &[ArbiterHandle]) -> ArbiterHandle {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    arbiters[(hasher.finish() % arbiters.len() as u64) as usize].clone()
+}
+
+impl Registry {
+    /// `arbiters` must not be empty; they host every actor this registry activates.
+    pub fn new(cx: Arc<ActorContext>, arbiters: Vec<ArbiterHandle>) -> Registry {
+        assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
+        Registry {
+            cx,
+            arbiters,
+            families: Mutex::default(),
+            identities: Mutex::default(),
+            confirmed: Mutex::new(None),
+            confirming: futures::lock::Mutex::new(()),
+        }
+    }
+
+    pub fn context(&self) -> &Arc<ActorContext> {
+        &self.cx
+    }
+
+    /// Succeeds once this node has confirmed leadership in its current term.
+    pub async fn ensure_leading(&self) -> Result<(), ActorError> {
+        let term = self.cx.replicator.leading_term().ok_or(ActorError::NotLeader)?;
+        if *self.confirmed.lock() == Some(term) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.confirming.lock().await;
+        if *self.confirmed.lock() == Some(term) {
+            return Ok(());
+        }
+        let confirmed = self.cx.replicator.confirm_leadership().await?;
+        self.drop_all();
+        *self.confirmed.lock() = Some(confirmed);
+        tracing::info!(
+            term = confirmed,
+            "leadership confirmed; actors will load from the replica"
+        );
+        Ok(())
+    }
+
+    /// Forgets every actor (leadership changed). In-flight messages finish; their writes can
+    /// only conflict or be refused.
+    pub fn drop_all(&self) {
+        self.families.lock().clear();
+        self.identities.lock().clear();
+    }
+
+    /// Called when this node stops leading.
+    pub fn leadership_lost(&self) {
+        *self.confirmed.lock() = None;
+        self.drop_all();
+    }
+
+    /// The actor of family `id`, activated from the replica if needed; `None` if no such family.
+    pub async fn family(&self, id: FamilyId) -> Result<Option<Addr<SessionFamily>>, ActorError> {
+        self.ensure_leading().await?;
+        activate(&self.families, id, &self.arbiters, || {
+            match self.cx.replicator.read(&keys::family(id))? {
+                Some((version, Record::Family(family))) => {
+                    let cx = Arc::clone(&self.cx);
+                    Ok(Some(move || SessionFamily::new(id, family, version, cx)))
+                }
+                Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{id} holds {other:?}"))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// The actor of identity `user`, activated from the replica if needed.
+    pub async fn identity(&self, user: UserId) -> Result<Option<Addr<IdentityActor>>, ActorError> {
+        self.ensure_leading().await?;
+        activate(&self.identities, user, &self.arbiters, || {
+            match self.cx.replicator.read(&keys::user(user))? {
+                Some((version, Record::Identity(identity))) => {
+                    let cx = Arc::clone(&self.cx);
+                    Ok(Some(move || IdentityActor::new(user, identity, version, cx)))
+                }
+                Some((_, other)) => Err(ActorError::Corrupt(format!("user/{user} holds {other:?}"))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Stops actors unused for `idle` (dropping the last address stops an actor once its
+    /// mailbox is empty).
+    pub fn passivate_idle(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        let mut dropped = 0;
+        {
+            let mut families = self.families.lock();
+            let before = families.len();
+            families.retain(|_, slot| now.duration_since(slot.last_used) < idle);
+            dropped += before - families.len();
+        }
+        let mut identities = self.identities.lock();
+        let before = identities.len();
+        identities.retain(|_, slot| now.duration_since(slot.last_used) < idle);
+        dropped + before - identities.len()
+    }
+
+    pub fn counts(&self) -> ActorCounts {
+        ActorCounts {
+            identities: self.identities.lock().len(),
+            families: self.families.lock().len(),
+        }
+    }
+}
+
+/// Returns the live actor for `key`, or starts one from what `load` finds.
+fn activate<K, A, F, L>(
+    slots: &Mutex<HashMap<K, Slot<A>>>,
+    key: K,
+    arbiters: &[ArbiterHandle],
+    load: L,
+) -> Result<Option<Addr<A>>, ActorError>
+where
+    K: Hash + Eq + Copy,
+    A: Actor<Context = Context<A>>,
+    F: FnOnce() -> A + Send + 'static,
+    L: FnOnce() -> Result<Option<F>, ActorError>,
+{
+    let mut slots = slots.lock();
+    if let Some(slot) = slots.get_mut(&key)
+        && slot.addr.connected()
+    {
+        slot.last_used = Instant::now();
+        return Ok(Some(slot.addr.clone()));
+    }
+    let Some(make) = load()? else { return Ok(None) };
+    let addr = A::start_in_arbiter(&place(&key, arbiters), move |_| make());
+    slots.insert(
+        key,
+        Slot {
+            addr: addr.clone(),
+            last_used: Instant::now(),
+        },
+    );
+    Ok(Some(addr))
+}
