@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tessera",
-    version,
-    about = "Authentication and session server on a Raft cluster"
-)]
+#[command(name = "tessera", version, about = "Authentication and session server on a Raft cluster")]
 pub struct Cli {
     /// TOML configuration file (environment variables `TESSERA_…` override it).
     #[arg(long, global = true, value_name = "FILE")]

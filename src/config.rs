@@ -148,6 +148,13 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     /// Shared by all nodes; authenticates peer traffic.
     pub cluster_secret: Option<Secret>,
+    /// Shared by all nodes; keys the refresh-token MACs. Never stored with the data.
+    pub refresh_pepper: Option<Secret>,
+    /// Shared by all nodes; 32 bytes, base64url. Seals signing keys in the replicated store.
+    pub key_encryption_key: Option<Secret>,
+    pub tokens: TokenSettings,
+    pub sessions: SessionSettings,
+    pub argon2: Argon2Settings,
     pub raft: RaftTuning,
     pub proposer: ProposerConfig,
     pub flush: FlushConfig,
@@ -171,10 +178,88 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024,
             shutdown_timeout_secs: 10,
             cluster_secret: None,
+            refresh_pepper: None,
+            key_encryption_key: None,
+            tokens: TokenSettings::default(),
+            sessions: SessionSettings::default(),
+            argon2: Argon2Settings::default(),
             raft: RaftTuning::default(),
             proposer: ProposerConfig::default(),
             flush: FlushConfig::default(),
         }
+    }
+}
+
+/// Access tokens (EdDSA JWTs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// `iss` of every access token and the discovery document's issuer. Default:
+    /// `http://<advertised public address>`; set it explicitly (the same on every node) when
+    /// nodes sit behind a load balancer.
+    pub issuer: Option<String>,
+    /// `aud` of every access token, required on verification.
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Verified-token cache entries kept per node.
+    pub verify_cache_entries: usize,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            issuer: None,
+            audience: "tessera".to_string(),
+            access_ttl_secs: 600,
+            leeway_secs: 5,
+            verify_cache_entries: 100_000,
+        }
+    }
+}
+
+/// Refresh-token families.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// How long after a rotation the previous refresh token may be retried from the same device.
+    pub grace_secs: u64,
+    /// A session not refreshed for this long expires.
+    pub idle_secs: u64,
+    /// A session expires this long after login, however active.
+    pub absolute_secs: u64,
+    /// Seconds an idle actor stays in memory on the leader.
+    pub actor_idle_secs: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            grace_secs: 10,
+            idle_secs: 7 * 24 * 3600,
+            absolute_secs: 30 * 24 * 3600,
+            actor_idle_secs: 300,
+        }
+    }
+}
+
+/// Password hashing (Argon2id) and the pool it runs on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Settings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashing threads (0: one per core).
+    pub threads: usize,
+    /// Hashes waiting for a thread; beyond it requests get 503 at once.
+    pub queue: usize,
+}
+
+impl Default for Argon2Settings {
+    fn default() -> Self {
+        Argon2Settings { memory_kib: 19_456, iterations: 2, parallelism: 1, threads: 0, queue: 64 }
     }
 }
 
@@ -197,11 +282,7 @@ impl Settings {
     }
 
     pub fn tuning(&self) -> StoreTuning {
-        StoreTuning {
-            raft: self.raft.clone(),
-            proposer: self.proposer.clone(),
-            flush: self.flush.clone(),
-        }
+        StoreTuning { raft: self.raft.clone(), proposer: self.proposer.clone(), flush: self.flush.clone() }
     }
 
     pub fn database_url(&self) -> DatabaseUrl {
@@ -210,14 +291,17 @@ impl Settings {
             .unwrap_or_else(|| DatabaseUrl(format!("sqlite://{}", self.data_dir.join("tessera.sqlite").display())))
     }
 
+    /// The configured issuer, or one derived from the public address actually advertised.
+    pub fn issuer(&self, advertised_public: &str) -> String {
+        self.tokens.issuer.clone().unwrap_or_else(|| format!("http://{advertised_public}"))
+    }
+
     pub fn advertised_public(&self) -> String {
         self.advertise_addr.clone().unwrap_or_else(|| self.listen.to_string())
     }
 
     pub fn advertised_peer(&self) -> String {
-        self.advertise_peer_addr
-            .clone()
-            .unwrap_or_else(|| self.peer_listen.to_string())
+        self.advertise_peer_addr.clone().unwrap_or_else(|| self.peer_listen.to_string())
     }
 
     /// Every problem with this configuration, each naming the setting.
@@ -241,6 +325,29 @@ impl Settings {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             problems.push(format!("log: {e}"));
+        }
+        let t = &self.tokens;
+        if !(1..=86_400).contains(&t.access_ttl_secs) {
+            problems.push("tokens.access_ttl_secs must be between 1 and 86400".to_string());
+        }
+        if t.audience.is_empty() || t.issuer.as_deref() == Some("") {
+            problems.push("tokens.audience and tokens.issuer must not be empty".to_string());
+        }
+        if t.leeway_secs > 300 {
+            problems.push("tokens.leeway_secs must be at most 300".to_string());
+        }
+        if self.profile == Profile::Prod && t.issuer.is_none() {
+            problems.push("tokens.issuer is required in the prod profile (set TESSERA_TOKENS__ISSUER)".to_string());
+        }
+        let s = &self.sessions;
+        if s.idle_secs == 0 || s.absolute_secs < s.idle_secs || s.grace_secs > 300 {
+            problems.push("sessions: need 0 < idle_secs ≤ absolute_secs and grace_secs ≤ 300".to_string());
+        }
+        let a = &self.argon2;
+        if a.memory_kib < 8 * a.parallelism.max(1) || a.iterations == 0 || a.parallelism == 0 || a.queue == 0 {
+            problems.push(
+                "argon2: memory_kib ≥ 8 × parallelism, iterations, parallelism and queue must be positive".to_string(),
+            );
         }
         problems.extend(self.tuning().problems());
         problems.extend(crate::secrets::problems(self));
@@ -287,10 +394,7 @@ mod tests {
             assert_eq!(settings.node_id, 3);
             assert_eq!(settings.raft.heartbeat_ms, 200);
             assert_eq!(settings.profile, Profile::Prod);
-            assert_eq!(
-                settings.cluster_secret.unwrap().expose(),
-                "12345678901234567890123456789012345"
-            );
+            assert_eq!(settings.cluster_secret.unwrap().expose(), "12345678901234567890123456789012345");
             Ok(())
         });
     }
@@ -298,10 +402,7 @@ mod tests {
     #[test]
     fn a_file_is_overridden_by_the_environment_and_unknown_keys_are_errors() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "t.toml",
-                "node_id = 7\ndata_dir = \"/tmp/x\"\n[raft]\nheartbeat_ms = 300\n",
-            )?;
+            jail.create_file("t.toml", "node_id = 7\ndata_dir = \"/tmp/x\"\n[raft]\nheartbeat_ms = 300\n")?;
             jail.set_env("TESSERA_NODE_ID", "8");
             let settings = Settings::load(Some(Path::new("t.toml"))).expect("loads");
             assert_eq!((settings.node_id, settings.raft.heartbeat_ms), (8, 300));

@@ -18,6 +18,14 @@ pub const RETRY_AFTER_UNAVAILABLE: u64 = 1;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// Credentials or a refresh token were refused (RFC 6749 `invalid_grant`).
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    /// The bearer token is missing, malformed, expired or revoked (RFC 6750 `invalid_token`).
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("this email address is already registered")]
+    EmailTaken,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -46,10 +54,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn unavailable(reason: impl Into<String>) -> ApiError {
-        ApiError::Unavailable {
-            reason: reason.into(),
-            retry_after: RETRY_AFTER_UNAVAILABLE,
-        }
+        ApiError::Unavailable { reason: reason.into(), retry_after: RETRY_AFTER_UNAVAILABLE }
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
@@ -60,34 +65,27 @@ impl ApiError {
     fn row(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request"),
+            ApiError::InvalidGrant(_) => (StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid grant"),
+            ApiError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", "Invalid token"),
+            ApiError::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email already registered"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "Method not allowed"),
-            ApiError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                "Request body too large",
-            ),
-            ApiError::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "invalid_request",
-                "Unsupported media type",
-            ),
-            ApiError::Unavailable { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "Temporarily unavailable",
-            ),
-            ApiError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "Internal server error",
-            ),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "Request body too large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Unsupported media type")
+            }
+            ApiError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "Temporarily unavailable")
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal server error"),
         }
     }
 
     fn detail(&self) -> Option<String> {
         match self {
             ApiError::BadRequest(detail) => Some(detail.clone()),
+            ApiError::InvalidGrant(detail) | ApiError::InvalidToken(detail) => Some(detail.to_string()),
+            ApiError::EmailTaken => Some("an account with this email address exists".to_string()),
             ApiError::Unavailable { reason, .. } => Some(reason.clone()),
             ApiError::NotFound
             | ApiError::MethodNotAllowed
@@ -123,22 +121,54 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = %format!("{cause:#}"), "internal error");
         }
-        let body = Problem {
-            kind: "about:blank",
-            title,
-            status: status.as_u16(),
-            detail: self.detail(),
-            error: code,
-        };
+        let body = Problem { kind: "about:blank", title, status: status.as_u16(), detail: self.detail(), error: code };
         let mut response = HttpResponse::build(status);
-        response.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        ));
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if let ApiError::Unavailable { retry_after, .. } = self {
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
+        if let ApiError::InvalidToken(_) = self {
+            response
+                .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\"")));
+        }
         response.json(body)
+    }
+}
+
+impl From<crate::gateway::GatewayError> for ApiError {
+    fn from(e: crate::gateway::GatewayError) -> ApiError {
+        use crate::gateway::GatewayError;
+        use tessera_actors::protocol::ActorError;
+        match e {
+            GatewayError::NoLeader(reason) => ApiError::unavailable(reason),
+            GatewayError::Actor(ActorError::NotLeader) => ApiError::unavailable("leadership is changing"),
+            GatewayError::Actor(ActorError::Contention) => ApiError::unavailable("concurrent updates; retry"),
+            GatewayError::Actor(ActorError::Unavailable(reason)) => ApiError::unavailable(reason),
+            GatewayError::Actor(e @ ActorError::Corrupt(_)) => ApiError::internal(e),
+            e @ GatewayError::Protocol => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::passwords::PasswordError> for ApiError {
+    fn from(e: crate::passwords::PasswordError) -> ApiError {
+        use crate::passwords::PasswordError;
+        match e {
+            PasswordError::Overloaded => ApiError::unavailable("password hashing is saturated; retry"),
+            e @ PasswordError::Failed(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(e: crate::tokens::TokenError) -> ApiError {
+        use crate::tokens::TokenError;
+        match e {
+            TokenError::Invalid(_) => ApiError::InvalidToken("the access token is invalid"),
+            TokenError::Expired => ApiError::InvalidToken("the access token has expired"),
+            TokenError::NoSigningKey => ApiError::unavailable("no signing key is available yet"),
+            e @ TokenError::Signing(_) => ApiError::internal(e),
+        }
     }
 }

@@ -2,15 +2,19 @@
 //! routes and the error table. The domain lives in `tessera-actors`, replication in
 //! `tessera-cluster`; only `startup` knows both.
 
+mod adapters;
 pub mod cli;
 pub mod config;
 mod db;
 pub mod error;
+pub mod gateway;
 pub mod http;
 mod metrics;
+pub mod passwords;
 pub mod secrets;
 pub mod startup;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::Settings;
 pub use startup::Node;

@@ -28,10 +28,7 @@ pub fn record_cluster(status: &ClusterStatus) {
     let gauge = |name: &'static str, value: f64| metrics::gauge!(name, "node" => node.clone()).set(value);
     gauge("tessera_raft_term", status.term as f64);
     gauge("tessera_raft_is_leader", f64::from(u8::from(status.role == "leader")));
-    gauge(
-        "tessera_raft_leader_known",
-        f64::from(u8::from(status.leader_id.is_some())),
-    );
+    gauge("tessera_raft_leader_known", f64::from(u8::from(status.leader_id.is_some())));
     gauge("tessera_raft_last_log_index", status.last_log_index.unwrap_or(0) as f64);
     gauge("tessera_raft_applied_index", status.applied.unwrap_or(0) as f64);
     gauge("tessera_raft_snapshot_index", status.snapshot_index.unwrap_or(0) as f64);

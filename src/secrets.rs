@@ -21,11 +21,15 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 const FILE: &str = "secrets.toml";
 
-/// The secrets a node runs with.
+/// The secrets a node runs with, all identical on every node of a cluster.
 #[derive(Clone, Debug)]
 pub struct Secrets {
-    /// Authenticates peer traffic; identical on every node.
+    /// Authenticates peer traffic.
     pub cluster: Secret,
+    /// Keys the refresh-token MACs.
+    pub refresh_pepper: Secret,
+    /// Seals signing keys in the replicated store (decoded from base64url).
+    pub key_encryption_key: [u8; 32],
 }
 
 /// One secret's configuration key and environment variable.
@@ -34,16 +38,24 @@ struct Spec {
     env: &'static str,
 }
 
-const SPECS: &[Spec] = &[Spec {
-    key: "cluster_secret",
-    env: "TESSERA_CLUSTER_SECRET",
-}];
+const SPECS: &[Spec] = &[
+    Spec { key: "cluster_secret", env: "TESSERA_CLUSTER_SECRET" },
+    Spec { key: "refresh_pepper", env: "TESSERA_REFRESH_PEPPER" },
+    Spec { key: "key_encryption_key", env: "TESSERA_KEY_ENCRYPTION_KEY" },
+];
 
 fn configured<'a>(settings: &'a Settings, key: &str) -> Option<&'a Secret> {
     match key {
         "cluster_secret" => settings.cluster_secret.as_ref(),
+        "refresh_pepper" => settings.refresh_pepper.as_ref(),
+        "key_encryption_key" => settings.key_encryption_key.as_ref(),
         _ => None,
     }
+}
+
+/// A key-encryption key is exactly 32 bytes, written as base64url (43 characters, no padding).
+fn decode_kek(secret: &Secret) -> Option<[u8; 32]> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(secret.expose().trim()).ok()?.try_into().ok()
 }
 
 /// Problems with configured secrets (too short; missing in `prod`).
@@ -51,14 +63,16 @@ pub fn problems(settings: &Settings) -> Vec<String> {
     let mut problems = Vec::new();
     for spec in SPECS {
         match configured(settings, spec.key) {
+            Some(secret) if spec.key == "key_encryption_key" && decode_kek(secret).is_none() => {
+                problems.push("key_encryption_key must be 32 bytes written as base64url (43 characters)".to_string())
+            }
             Some(secret) if secret.expose().len() < MIN_SECRET_LEN => {
                 problems.push(format!("{} must be at least {MIN_SECRET_LEN} bytes", spec.key))
             }
             Some(_) => {}
-            None if settings.profile == Profile::Prod => problems.push(format!(
-                "{} is required in the prod profile (set {})",
-                spec.key, spec.env
-            )),
+            None if settings.profile == Profile::Prod => {
+                problems.push(format!("{} is required in the prod profile (set {})", spec.key, spec.env))
+            }
             None => {}
         }
     }
@@ -115,9 +129,11 @@ pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
         }
     }
     let take = |key: &str| values.get(key).cloned().expect("every spec was resolved above");
-    Ok(Secrets {
-        cluster: take("cluster_secret"),
-    })
+    let kek = decode_kek(&take("key_encryption_key")).ok_or_else(|| SecretsError::Malformed {
+        path: settings.data_dir.join(FILE),
+        reason: "key_encryption_key is not 32 bytes of base64url".into(),
+    })?;
+    Ok(Secrets { cluster: take("cluster_secret"), refresh_pepper: take("refresh_pepper"), key_encryption_key: kek })
 }
 
 fn random_secret() -> String {
@@ -128,24 +144,16 @@ fn random_secret() -> String {
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SecretsError> {
     match fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| SecretsError::Malformed {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| SecretsError::Malformed { path: path.to_path_buf(), reason: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(source) => Err(SecretsError::File {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(SecretsError::File { path: path.to_path_buf(), source }),
     }
 }
 
 /// Writes the file with mode 0600 from the start (no window where others could read it).
 fn write_file(path: &Path, values: &BTreeMap<String, String>) -> Result<(), SecretsError> {
-    let file_err = |source| SecretsError::File {
-        path: path.to_path_buf(),
-        source,
-    };
+    let file_err = |source| SecretsError::File { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(file_err)?;
     }
@@ -174,10 +182,7 @@ mod tests {
     use super::*;
 
     fn dev(dir: &Path) -> Settings {
-        Settings {
-            data_dir: dir.to_path_buf(),
-            ..Settings::default()
-        }
+        Settings { data_dir: dir.to_path_buf(), ..Settings::default() }
     }
 
     #[test]
@@ -200,34 +205,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         resolve(&dev(dir.path())).unwrap();
         let configured = "c".repeat(40);
-        let settings = Settings {
-            cluster_secret: Some(Secret::new(configured.clone())),
-            ..dev(dir.path())
-        };
+        let settings = Settings { cluster_secret: Some(Secret::new(configured.clone())), ..dev(dir.path()) };
         assert_eq!(resolve(&settings).unwrap().cluster.expose(), configured);
     }
 
     #[test]
     fn prod_refuses_to_start_without_secrets_and_names_them() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings {
-            profile: Profile::Prod,
-            ..dev(dir.path())
-        };
+        let settings = Settings { profile: Profile::Prod, ..dev(dir.path()) };
         let error = resolve(&settings).unwrap_err().to_string();
-        assert!(
-            error.contains("cluster_secret") && error.contains("TESSERA_CLUSTER_SECRET"),
-            "{error}"
-        );
+        assert!(error.contains("cluster_secret") && error.contains("TESSERA_CLUSTER_SECRET"), "{error}");
         assert!(!dir.path().join(FILE).exists(), "prod must not generate anything");
     }
 
     #[test]
     fn short_secrets_are_a_problem() {
-        let settings = Settings {
-            cluster_secret: Some(Secret::new("short".into())),
-            ..Settings::default()
-        };
+        let settings = Settings { cluster_secret: Some(Secret::new("short".into())), ..Settings::default() };
         assert!(problems(&settings).iter().any(|p| p.contains("cluster_secret")));
     }
 }

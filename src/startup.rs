@@ -2,14 +2,15 @@
 //!
 //! Two runtimes, each with a clear job (see `../shared/notes/openraft-0.9.md` §4):
 //! - the Raft runtime (multi-threaded tokio) owns openraft's tasks, the proposer, the
-//!   flusher and the snapshot store's connection pool;
-//! - an actix system on its own thread serves the public and peer listeners. Handlers await
-//!   Raft through its `Send` handle.
+//!   flusher, the snapshot store's connection pool and the housekeeping loop;
+//! - an actix system on its own thread serves the public and peer listeners and hosts the
+//!   actors on a few arbiters. Handlers and actors await Raft through its `Send` handle.
 //!
 //! Listeners are bound before anything starts, so port 0 works and the real ports are known
 //! (tests start many nodes in one process).
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,19 @@ use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use tessera_actors::Record;
+use tessera_actors::domain::{Pepper, SessionPolicy};
+use tessera_actors::ports::{Clock, Entropy};
+use tessera_actors::{ActorContext, Record, Registry, Sessions};
 use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo};
+use tokio::sync::watch;
 
+use crate::adapters::{ClusterReplicator, OsEntropy, SystemClock};
 use crate::config::Settings;
+use crate::gateway::{self, Gateway};
 use crate::http::{self, AppState};
-use crate::secrets;
+use crate::passwords::Passwords;
+use crate::secrets::{self, Secrets};
+use crate::tokens::{AccessTokens, KeyRing, keyring, provider};
 
 /// A running Tessera node.
 pub struct Node {
@@ -33,6 +41,18 @@ pub struct Node {
     public: ServerHandle,
     peer: ServerHandle,
     http_thread: Option<JoinHandle<()>>,
+    stop_housekeeping: watch::Sender<bool>,
+}
+
+/// Everything the HTTP thread needs to build its state.
+struct Parts {
+    settings: Settings,
+    secrets: Secrets,
+    cluster: ClusterNode<Record>,
+    passwords: Arc<Passwords>,
+    tokens: Arc<AccessTokens>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
 }
 
 impl Node {
@@ -46,6 +66,7 @@ impl Node {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
         let secrets = secrets::resolve(&settings)?;
+        provider::install();
 
         let public_listener =
             TcpListener::bind(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -54,14 +75,8 @@ impl Node {
         let public_addr = public_listener.local_addr()?;
         let peer_addr = peer_listener.local_addr()?;
         let info = NodeInfo {
-            public_addr: settings
-                .advertise_addr
-                .clone()
-                .unwrap_or_else(|| public_addr.to_string()),
-            peer_addr: settings
-                .advertise_peer_addr
-                .clone()
-                .unwrap_or_else(|| peer_addr.to_string()),
+            public_addr: settings.advertise_addr.clone().unwrap_or_else(|| public_addr.to_string()),
+            peer_addr: settings.advertise_peer_addr.clone().unwrap_or_else(|| peer_addr.to_string()),
         };
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -91,16 +106,51 @@ impl Node {
             anyhow::Ok(cluster)
         })?;
 
-        let (public, peer, http_thread) = serve(&settings, public_listener, peer_listener, cluster.clone())?;
-        tracing::info!(%public_addr, %peer_addr, node_id = settings.node_id, "tessera is serving");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+        let passwords = Arc::new(Passwords::new(&settings.argon2)?);
+        let keyring = Arc::new(KeyRing::new(secrets.key_encryption_key));
+        keyring.reload(&cluster)?;
+        let tokens = Arc::new(AccessTokens::new(
+            Arc::clone(&keyring),
+            cluster.clone(),
+            settings.issuer(&info.public_addr),
+            settings.tokens.audience.clone(),
+            Duration::from_secs(settings.tokens.access_ttl_secs),
+            Duration::from_secs(settings.tokens.leeway_secs),
+            settings.tokens.verify_cache_entries,
+        ));
+        let actor_idle = Duration::from_secs(settings.sessions.actor_idle_secs);
+        let kek = secrets.key_encryption_key;
+        let parts = Parts {
+            settings,
+            secrets,
+            cluster: cluster.clone(),
+            passwords,
+            tokens,
+            clock: Arc::clone(&clock),
+            entropy: Arc::clone(&entropy),
+        };
+        let served = serve(parts, public_listener, peer_listener)?;
+
+        let (stop_housekeeping, stopped) = watch::channel(false);
+        runtime.spawn(housekeeping(
+            cluster.clone(),
+            served.registry,
+            keyring,
+            Housekeeping { clock, entropy, kek, actor_idle },
+            stopped,
+        ));
+        tracing::info!(%public_addr, %peer_addr, node_id = cluster.id(), "tessera is serving");
         Ok(Node {
             public_addr,
             peer_addr,
             cluster,
             runtime: Some(runtime),
-            public,
-            peer,
-            http_thread: Some(http_thread),
+            public: served.public,
+            peer: served.peer,
+            http_thread: Some(served.thread),
+            stop_housekeeping,
         })
     }
 
@@ -136,6 +186,7 @@ impl Node {
     pub fn stop(mut self) {
         let started = Instant::now();
         let runtime = self.runtime.take().expect("runtime lives until stop");
+        let _ = self.stop_housekeeping.send(true);
         runtime.block_on(self.public.stop(true));
         runtime.block_on(self.cluster.shutdown());
         runtime.block_on(self.peer.stop(true));
@@ -147,31 +198,51 @@ impl Node {
     }
 }
 
-type Servers = (ServerHandle, ServerHandle, JoinHandle<()>);
+struct Served {
+    public: ServerHandle,
+    peer: ServerHandle,
+    registry: Arc<Registry>,
+    thread: JoinHandle<()>,
+}
 
-/// Starts the actix system thread with both listeners; returns their handles.
-fn serve(
-    settings: &Settings,
-    public_listener: TcpListener,
-    peer_listener: TcpListener,
-    cluster: ClusterNode<Record>,
-) -> anyhow::Result<Servers> {
-    let workers = if settings.workers == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        settings.workers
-    };
+/// Starts the actix system thread: actor arbiters, the registry, and both listeners.
+fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener) -> anyhow::Result<Served> {
+    let settings = &parts.settings;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = if settings.workers == 0 { cores } else { settings.workers };
     let max_body = settings.max_body_bytes;
     let shutdown_timeout = settings.shutdown_timeout_secs;
-    let state = web::Data::new(AppState {
-        node: cluster.clone(),
-        metrics: crate::metrics::handle(),
-        started: Instant::now(),
-    });
-    let peer_service = cluster.peer_service().clone();
-    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<(ServerHandle, ServerHandle)>>();
+    let write_timeout = Duration::from_millis(settings.proposer.write_timeout_ms);
+    let sessions_policy = SessionPolicy {
+        grace: Duration::from_secs(settings.sessions.grace_secs),
+        idle: Duration::from_secs(settings.sessions.idle_secs),
+        absolute: Duration::from_secs(settings.sessions.absolute_secs),
+    };
+    let confirm_timeout = Duration::from_millis(settings.raft.election_timeout_max_ms);
+    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<(ServerHandle, ServerHandle, Arc<Registry>)>>();
     let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
         actix_web::rt::System::new().block_on(async move {
+            let arbiters = (0..cores).map(|_| actix::Arbiter::new().handle()).collect();
+            let cx = Arc::new(ActorContext {
+                clock: Arc::clone(&parts.clock),
+                entropy: Arc::clone(&parts.entropy),
+                replicator: Arc::new(ClusterReplicator::new(parts.cluster.clone(), confirm_timeout)),
+                pepper: Pepper::new(parts.secrets.refresh_pepper.expose().as_bytes()),
+                sessions: sessions_policy,
+            });
+            let registry = Arc::new(Registry::new(cx, arbiters));
+            let sessions = Sessions::new(Arc::clone(&registry));
+            let state = web::Data::new(AppState {
+                node: parts.cluster.clone(),
+                gateway: Gateway::new(parts.cluster.clone(), sessions.clone(), write_timeout),
+                registry: Arc::clone(&registry),
+                passwords: parts.passwords,
+                tokens: parts.tokens,
+                clock: parts.clock,
+                entropy: parts.entropy,
+                metrics: crate::metrics::handle(),
+                started: Instant::now(),
+            });
             let public = HttpServer::new(move || {
                 App::new()
                     .app_data(state.clone())
@@ -183,11 +254,18 @@ fn serve(
             .disable_signals()
             .shutdown_timeout(shutdown_timeout)
             .listen(public_listener);
-            let peer = HttpServer::new(move || App::new().configure(|cfg| peer_service.configure(cfg)))
-                .workers(2)
-                .disable_signals()
-                .shutdown_timeout(shutdown_timeout)
-                .listen(peer_listener);
+            let peer_service = parts.cluster.peer_service().clone();
+            let sessions = web::Data::new(sessions);
+            let peer = HttpServer::new(move || {
+                App::new()
+                    .configure(|cfg| peer_service.configure(cfg))
+                    .app_data(sessions.clone())
+                    .route(gateway::FORWARD_PATH, web::post().to(gateway::forwarded))
+            })
+            .workers(2)
+            .disable_signals()
+            .shutdown_timeout(shutdown_timeout)
+            .listen(peer_listener);
             let (public, peer) = match (public, peer) {
                 (Ok(public), Ok(peer)) => (public.run(), peer.run()),
                 (Err(e), _) | (_, Err(e)) => {
@@ -195,13 +273,62 @@ fn serve(
                     return;
                 }
             };
-            let _ = tx.send(Ok((public.handle(), peer.handle())));
+            let _ = tx.send(Ok((public.handle(), peer.handle(), registry)));
             let (a, b) = futures::join!(public, peer);
             if let Err(e) = a.and(b) {
                 tracing::error!(error = %e, "http server stopped with an error");
             }
         })
     })?;
-    let (public, peer) = rx.recv().context("http thread died")??;
-    Ok((public, peer, thread))
+    let (public, peer, registry) = rx.recv().context("http thread died")??;
+    Ok(Served { public, peer, registry, thread })
+}
+
+struct Housekeeping {
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    kek: [u8; 32],
+    actor_idle: Duration,
+}
+
+/// Background duties, every 250 ms: follow leadership (drop actors when it is lost; create
+/// the signing key when leading a cluster that has none), pick up new signing keys, and
+/// passivate idle actors.
+async fn housekeeping(
+    cluster: ClusterNode<Record>,
+    registry: Arc<Registry>,
+    keyring: Arc<KeyRing>,
+    duties: Housekeeping,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut was_leading = false;
+    let mut last_passivation = Instant::now();
+    loop {
+        let leading = cluster.leadership().this_node_leads;
+        if was_leading && !leading {
+            tracing::info!("leadership lost: dropping all actors");
+            registry.leadership_lost();
+        }
+        was_leading = leading;
+        if leading {
+            match keyring::ensure_signing_key(&cluster, &*duties.entropy, &duties.kek, duties.clock.now()).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot create the signing key yet"),
+            }
+        }
+        if let Err(e) = keyring.reload(&cluster) {
+            tracing::error!(error = %e, "reloading signing keys failed");
+        }
+        if last_passivation.elapsed() >= duties.actor_idle.min(Duration::from_secs(30)) {
+            last_passivation = Instant::now();
+            let dropped = registry.passivate_idle(duties.actor_idle);
+            if dropped > 0 {
+                tracing::debug!(dropped, "passivated idle actors");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }

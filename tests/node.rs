@@ -17,28 +17,12 @@ async fn a_fresh_node_is_live_ready_and_describes_its_cluster() {
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
-    let cluster: Value = app
-        .client
-        .get(app.url("/v1/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cluster: Value = app.client.get(app.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
     assert_eq!(cluster["node_id"], 1);
     assert_eq!(cluster["role"], "leader");
     assert_eq!(cluster["leader_id"], 1);
     assert_eq!(cluster["members"].as_array().unwrap().len(), 1);
-    for field in [
-        "term",
-        "last_log_index",
-        "committed",
-        "applied",
-        "snapshot_index",
-        "store",
-        "proposer",
-    ] {
+    for field in ["term", "last_log_index", "committed", "applied", "snapshot_index", "store", "proposer"] {
         assert!(cluster.get(field).is_some(), "missing {field}");
     }
     for field in ["kind", "watermark", "lag_entries", "lag_seconds"] {
@@ -47,15 +31,7 @@ async fn a_fresh_node_is_live_ready_and_describes_its_cluster() {
     assert_eq!(cluster["store"]["kind"], "sqlite");
     assert!(cluster["proposer"].get("queue_depth").is_some());
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tessera_raft_is_leader"), "{metrics}");
     app.stop().await;
 }
@@ -63,13 +39,8 @@ async fn a_fresh_node_is_live_ready_and_describes_its_cluster() {
 #[tokio::test]
 async fn unknown_routes_are_problem_json_with_a_request_id() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .get(app.url("/v1/nothing-here"))
-        .header("x-request-id", "trace-me-42")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.client.get(app.url("/v1/nothing-here")).header("x-request-id", "trace-me-42").send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
@@ -78,13 +49,8 @@ async fn unknown_routes_are_problem_json_with_a_request_id() {
     assert_eq!(body["error"], "not_found");
 
     // An unusable request id is replaced, not echoed.
-    let response = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "bad id with spaces")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.client.get(app.url("/healthz")).header("x-request-id", "bad id with spaces").send().await.unwrap();
     assert_ne!(response.headers()["x-request-id"], "bad id with spaces");
     app.stop().await;
 }
@@ -96,15 +62,7 @@ async fn a_node_on_postgres_reports_its_store() {
     let mut settings = test_settings(dir.path().join("data"));
     settings.database_url = Some(tessera::config::DatabaseUrl::new(db.url.clone()));
     let app = TestApp::spawn_with(dir, settings).await;
-    let cluster: Value = app
-        .client
-        .get(app.url("/v1/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cluster: Value = app.client.get(app.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
     assert_eq!(cluster["store"]["kind"], "postgres");
     assert_eq!(cluster["store"]["reachable"], true);
     app.stop().await;
@@ -118,19 +76,20 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
         .env("TESSERA_DATA_DIR", dir.path())
         .env("TESSERA_PROFILE", "prod")
         .env("TESSERA_CLUSTER_SECRET", "a-very-secret-value-that-must-never-print")
+        .env("TESSERA_REFRESH_PEPPER", "another-secret-value-that-must-never-print")
+        .env("TESSERA_KEY_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
+        .env("TESSERA_TOKENS__ISSUER", "https://auth.example.com")
         .env("TESSERA_DATABASE_URL", "postgres://tessera:hunter2@db.internal/tessera")
         .output()
         .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("profile = \"prod\""), "{stdout}");
-    assert!(
-        !stdout.contains("a-very-secret-value") && !stdout.contains("hunter2"),
-        "{stdout}"
-    );
+    for secret in
+        ["a-very-secret-value", "another-secret-value", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "hunter2"]
+    {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
     assert!(stdout.contains("<redacted>"));
 }
 
@@ -151,6 +110,9 @@ fn config_check_names_every_problem_and_exits_non_zero() {
         "peer_listen",
         "election_timeout_min_ms",
         "TESSERA_CLUSTER_SECRET",
+        "TESSERA_REFRESH_PEPPER",
+        "TESSERA_KEY_ENCRYPTION_KEY",
+        "TESSERA_TOKENS__ISSUER",
     ] {
         assert!(stderr.contains(needle), "{needle} not named in:\n{stderr}");
     }
@@ -191,14 +153,7 @@ async fn sigterm_stops_gracefully_and_the_node_restarts_from_its_own_disk() {
         c.arg("serve");
     });
     node.wait_ready(&client).await;
-    let first: Value = client
-        .get(node.url("/v1/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = client.get(node.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
     let secrets = std::fs::read_to_string(data.join("secrets.toml")).unwrap();
 
     kill(Pid::from_raw(node.child.id() as i32), Signal::SIGTERM).unwrap();
@@ -207,10 +162,7 @@ async fn sigterm_stops_gracefully_and_the_node_restarts_from_its_own_disk() {
         if let Some(status) = node.child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no exit within 10 s of SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "no exit within 10 s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
@@ -219,40 +171,19 @@ async fn sigterm_stops_gracefully_and_the_node_restarts_from_its_own_disk() {
         c.arg("serve");
     });
     node.wait_ready(&client).await;
-    let second: Value = client
-        .get(node.url("/v1/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second: Value = client.get(node.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
     assert_eq!(second["role"], "leader");
     assert!(second["applied"].as_u64() >= first["applied"].as_u64());
     // The node listens on new ports; it updates its own entry in the membership.
     let own = format!("{}", node.public);
     let started = Instant::now();
     loop {
-        let view: Value = client
-            .get(node.url("/v1/cluster"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view: Value = client.get(node.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
         if view["members"][0]["public_addr"] == own.as_str() {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "membership still shows the old address: {view}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "membership still shows the old address: {view}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(
-        std::fs::read_to_string(data.join("secrets.toml")).unwrap(),
-        secrets,
-        "dev secrets are generated once"
-    );
+    assert_eq!(std::fs::read_to_string(data.join("secrets.toml")).unwrap(), secrets, "dev secrets are generated once");
 }

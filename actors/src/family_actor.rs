@@ -35,12 +35,7 @@ impl Actor for SessionFamily {
 
 impl SessionFamily {
     pub fn new(id: FamilyId, family: Family, version: u64, cx: Arc<ActorContext>) -> SessionFamily {
-        SessionFamily {
-            id,
-            family,
-            version,
-            cx,
-        }
+        SessionFamily { id, family, version, cx }
     }
 }
 
@@ -87,9 +82,7 @@ fn reload(cx: &ActorContext, id: FamilyId) -> Result<Current, ActorError> {
 /// Proposes `next` over the family at `version`. A revoked family also leaves its user's index.
 async fn commit(cx: &ActorContext, id: FamilyId, version: u64, next: &Family) -> Result<Option<u64>, ActorError> {
     let key = keys::family(id);
-    let mut write = Write::default()
-        .expect(key.clone(), Some(version))
-        .put(key, Record::Family(next.clone()));
+    let mut write = Write::default().expect(key.clone(), Some(version)).put(key, Record::Family(next.clone()));
     if next.revoked.is_some() {
         write = write.delete(keys::user_family(next.user, id));
     }
@@ -186,10 +179,7 @@ impl Handler<Revoke> for SessionFamily {
                     return Step::Reply(LogoutOutcome::NotFound);
                 }
                 match family.revoke(now, msg.reason) {
-                    RevokeVerdict::Revoked { family: next } => Step::Commit {
-                        next,
-                        reply: LogoutOutcome::LoggedOut,
-                    },
+                    RevokeVerdict::Revoked { family: next } => Step::Commit { next, reply: LogoutOutcome::LoggedOut },
                     RevokeVerdict::AlreadyRevoked => Step::Reply(LogoutOutcome::AlreadyLoggedOut),
                 }
             })

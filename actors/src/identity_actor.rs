@@ -30,12 +30,7 @@ impl Actor for IdentityActor {
 
 impl IdentityActor {
     pub fn new(user: UserId, identity: Identity, version: u64, cx: Arc<ActorContext>) -> IdentityActor {
-        IdentityActor {
-            user,
-            identity,
-            version,
-            cx,
-        }
+        IdentityActor { user, identity, version, cx }
     }
 }
 

@@ -99,31 +99,12 @@ impl From<actix::MailboxError> for ActorError {
 /// A request forwarded from a follower to the leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
-    Register {
-        user: UserId,
-        email: Email,
-        password_hash: String,
-    },
-    BeginLogin {
-        email: Email,
-    },
-    CompleteLogin {
-        user: UserId,
-        credential_version: u32,
-        device: DeviceHash,
-        ip: Option<IpPrefix>,
-    },
-    Refresh {
-        token: RefreshToken,
-        device: DeviceHash,
-    },
-    Logout {
-        user: UserId,
-        family: FamilyId,
-    },
-    LogoutAll {
-        user: UserId,
-    },
+    Register { user: UserId, email: Email, password_hash: String },
+    BeginLogin { email: Email },
+    CompleteLogin { user: UserId, credential_version: u32, device: DeviceHash, ip: Option<IpPrefix> },
+    Refresh { token: RefreshToken, device: DeviceHash },
+    Logout { user: UserId, family: FamilyId },
+    LogoutAll { user: UserId },
 }
 
 /// The leader's answer to a forwarded [`Command`], variant for variant.

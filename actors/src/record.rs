@@ -74,3 +74,53 @@ pub mod keys {
         FamilyId::parse(key.rsplit_once('/')?.1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Amr, DeviceHash, Email, Opening, SessionPolicy};
+
+    fn family() -> Family {
+        let opening = Opening {
+            user: UserId::from_random([1; 16]),
+            salt: [2; 16],
+            device: DeviceHash([3; 16]),
+            ip_prefix: Some(crate::domain::IpPrefix::V4([203, 0, 113])),
+            amr: Amr::PASSWORD,
+            auth_time: Millis(1_000),
+        };
+        Family::open(opening, Millis(1_000), &SessionPolicy::default())
+    }
+
+    #[test]
+    fn records_round_trip_through_json_and_bincode() {
+        let records = vec![
+            Record::Family(family()),
+            Record::Identity(Identity::new(
+                UserId::from_random([4; 16]),
+                Email::parse("a@example.com").unwrap(),
+                "$argon2id$x".into(),
+                Millis(5),
+            )),
+            Record::EmailIndex(UserId::from_random([5; 16])),
+            Record::UserFamily(Millis(7)),
+        ];
+        for record in records {
+            let json = serde_json::to_string(&record).unwrap();
+            assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record, "{json}");
+            let config = bincode::config::standard();
+            let bytes = bincode::serde::encode_to_vec(&record, config).unwrap();
+            let (back, _): (Record, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+            assert_eq!(back, record);
+        }
+    }
+
+    #[test]
+    fn json_is_readable_by_operators() {
+        let json = serde_json::to_value(Record::Family(family())).unwrap();
+        let f = &json["Family"];
+        assert_eq!(f["user"], UserId::from_random([1; 16]).to_string());
+        assert_eq!(f["ip_prefix"], "203.0.113.0/24");
+        assert_eq!(f["login_device"], "03030303030303030303030303030303");
+    }
+}

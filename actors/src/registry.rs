@@ -85,10 +85,7 @@ impl Registry {
         let confirmed = self.cx.replicator.confirm_leadership().await?;
         self.drop_all();
         *self.confirmed.lock() = Some(confirmed);
-        tracing::info!(
-            term = confirmed,
-            "leadership confirmed; actors will load from the replica"
-        );
+        tracing::info!(term = confirmed, "leadership confirmed; actors will load from the replica");
         Ok(())
     }
 
@@ -108,30 +105,26 @@ impl Registry {
     /// The actor of family `id`, activated from the replica if needed; `None` if no such family.
     pub async fn family(&self, id: FamilyId) -> Result<Option<Addr<SessionFamily>>, ActorError> {
         self.ensure_leading().await?;
-        activate(&self.families, id, &self.arbiters, || {
-            match self.cx.replicator.read(&keys::family(id))? {
-                Some((version, Record::Family(family))) => {
-                    let cx = Arc::clone(&self.cx);
-                    Ok(Some(move || SessionFamily::new(id, family, version, cx)))
-                }
-                Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{id} holds {other:?}"))),
-                None => Ok(None),
+        activate(&self.families, id, &self.arbiters, || match self.cx.replicator.read(&keys::family(id))? {
+            Some((version, Record::Family(family))) => {
+                let cx = Arc::clone(&self.cx);
+                Ok(Some(move || SessionFamily::new(id, family, version, cx)))
             }
+            Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{id} holds {other:?}"))),
+            None => Ok(None),
         })
     }
 
     /// The actor of identity `user`, activated from the replica if needed.
     pub async fn identity(&self, user: UserId) -> Result<Option<Addr<IdentityActor>>, ActorError> {
         self.ensure_leading().await?;
-        activate(&self.identities, user, &self.arbiters, || {
-            match self.cx.replicator.read(&keys::user(user))? {
-                Some((version, Record::Identity(identity))) => {
-                    let cx = Arc::clone(&self.cx);
-                    Ok(Some(move || IdentityActor::new(user, identity, version, cx)))
-                }
-                Some((_, other)) => Err(ActorError::Corrupt(format!("user/{user} holds {other:?}"))),
-                None => Ok(None),
+        activate(&self.identities, user, &self.arbiters, || match self.cx.replicator.read(&keys::user(user))? {
+            Some((version, Record::Identity(identity))) => {
+                let cx = Arc::clone(&self.cx);
+                Ok(Some(move || IdentityActor::new(user, identity, version, cx)))
             }
+            Some((_, other)) => Err(ActorError::Corrupt(format!("user/{user} holds {other:?}"))),
+            None => Ok(None),
         })
     }
 
@@ -153,10 +146,7 @@ impl Registry {
     }
 
     pub fn counts(&self) -> ActorCounts {
-        ActorCounts {
-            identities: self.identities.lock().len(),
-            families: self.families.lock().len(),
-        }
+        ActorCounts { identities: self.identities.lock().len(), families: self.families.lock().len() }
     }
 }
 
@@ -182,12 +172,6 @@ where
     }
     let Some(make) = load()? else { return Ok(None) };
     let addr = A::start_in_arbiter(&place(&key, arbiters), move |_| make());
-    slots.insert(
-        key,
-        Slot {
-            addr: addr.clone(),
-            last_used: Instant::now(),
-        },
-    );
+    slots.insert(key, Slot { addr: addr.clone(), last_used: Instant::now() });
     Ok(Some(addr))
 }

@@ -72,15 +72,7 @@ impl Sessions {
         ip: Option<IpPrefix>,
     ) -> Result<LoginOutcome, ActorError> {
         match self.registry.identity(user).await? {
-            Some(actor) => {
-                actor
-                    .send(CompleteLogin {
-                        credential_version,
-                        device,
-                        ip,
-                    })
-                    .await?
-            }
+            Some(actor) => actor.send(CompleteLogin { credential_version, device, ip }).await?,
             None => Ok(LoginOutcome::Rejected),
         }
     }
@@ -94,14 +86,7 @@ impl Sessions {
 
     pub async fn logout(&self, user: UserId, family: FamilyId) -> Result<LogoutOutcome, ActorError> {
         match self.registry.family(family).await? {
-            Some(actor) => {
-                actor
-                    .send(Revoke {
-                        owner: user,
-                        reason: RevokeReason::Logout,
-                    })
-                    .await?
-            }
+            Some(actor) => actor.send(Revoke { owner: user, reason: RevokeReason::Logout }).await?,
             None => Ok(LogoutOutcome::NotFound),
         }
     }
@@ -138,18 +123,13 @@ impl Sessions {
     /// Runs a forwarded command.
     pub async fn dispatch(&self, command: Command) -> Reply {
         match command {
-            Command::Register {
-                user,
-                email,
-                password_hash,
-            } => Reply::Register(self.register(user, email, password_hash).await),
+            Command::Register { user, email, password_hash } => {
+                Reply::Register(self.register(user, email, password_hash).await)
+            }
             Command::BeginLogin { email } => Reply::BeginLogin(self.begin_login(email).await),
-            Command::CompleteLogin {
-                user,
-                credential_version,
-                device,
-                ip,
-            } => Reply::CompleteLogin(self.complete_login(user, credential_version, device, ip).await),
+            Command::CompleteLogin { user, credential_version, device, ip } => {
+                Reply::CompleteLogin(self.complete_login(user, credential_version, device, ip).await)
+            }
             Command::Refresh { token, device } => Reply::Refresh(self.refresh(token, device).await),
             Command::Logout { user, family } => Reply::Logout(self.logout(user, family).await),
             Command::LogoutAll { user } => Reply::LogoutAll(self.logout_all(user).await),

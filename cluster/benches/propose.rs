@@ -119,15 +119,8 @@ async fn run_case(
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
         let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("store.sqlite").display()), 2000)
@@ -136,25 +129,17 @@ fn main() {
         sqlx::migrate!("../migrations/sqlite").run(store.pool()).await.unwrap();
         let config = NodeConfig {
             node_id: 1,
-            info: NodeInfo {
-                peer_addr: "127.0.0.1:1".into(),
-                public_addr: String::new(),
-            },
+            info: NodeInfo { peer_addr: "127.0.0.1:1".into(), public_addr: String::new() },
             data_dir: dir.path().join("data"),
             cluster_name: "bench".into(),
             tuning: StoreTuning::default(),
         };
-        let node = Node::start(config, b"bench secret", Arc::new(store), None)
-            .await
-            .unwrap();
+        let node = Node::start(config, b"bench secret", Arc::new(store), None).await.unwrap();
         node.bootstrap_single().await.unwrap();
         while node.status().role != "leader" {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        println!(
-            "durable redb log in {} ; {seconds}s per case after 1s warm-up",
-            dir.path().display()
-        );
+        println!("durable redb log in {} ; {seconds}s per case after 1s warm-up", dir.path().display());
         println!("| mode | proposers | committed txn/s | p50 ms | p99 ms | max ms | entries/s | conflicts | errors |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut round = 0;
@@ -163,15 +148,8 @@ fn main() {
                 round += 1;
                 let entries_before = node.status().proposer.entries;
                 let log_before = node.status().last_log_index.unwrap_or(0);
-                let o = run_case(
-                    &node,
-                    mode,
-                    proposers,
-                    Duration::from_secs(1),
-                    Duration::from_secs(seconds),
-                    round,
-                )
-                .await;
+                let o =
+                    run_case(&node, mode, proposers, Duration::from_secs(1), Duration::from_secs(seconds), round).await;
                 let entries = match mode {
                     Mode::Batched => node.status().proposer.entries - entries_before,
                     Mode::Unbatched => node.status().last_log_index.unwrap_or(0) - log_before,

@@ -31,9 +31,7 @@ impl PeerAuth {
     pub fn new(cluster_secret: &[u8]) -> PeerAuth {
         let mut mac = HmacSha256::new_from_slice(cluster_secret).expect("HMAC accepts keys of any length");
         mac.update(b"tessera/peer-auth/v1");
-        PeerAuth {
-            key: Arc::new(mac.finalize().into_bytes().into()),
-        }
+        PeerAuth { key: Arc::new(mac.finalize().into_bytes().into()) }
     }
 
     fn mac(&self, path: &str, body: &[u8]) -> HmacSha256 {

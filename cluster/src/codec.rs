@@ -35,9 +35,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 pub fn encode_into<T: Serialize, W: std::io::Write>(value: &T, writer: &mut W) -> Result<(), CodecError> {
-    bincode::serde::encode_into_std_write(value, writer, config())
-        .map(|_| ())
-        .map_err(|e| CodecError(e.to_string()))
+    bincode::serde::encode_into_std_write(value, writer, config()).map(|_| ()).map_err(|e| CodecError(e.to_string()))
 }
 
 pub fn decode_from<T: DeserializeOwned, R: std::io::Read>(reader: &mut R) -> Result<T, CodecError> {

@@ -55,10 +55,7 @@ pub struct FlushConfig {
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        FlushConfig {
-            interval_ms: 1_000,
-            rows_per_statement: 2_000,
-        }
+        FlushConfig { interval_ms: 1_000, rows_per_statement: 2_000 }
     }
 }
 

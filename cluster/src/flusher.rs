@@ -55,7 +55,8 @@ pub(crate) struct Flusher<V> {
     pub state: Mutex<FlushState>,
     /// Serializes periodic and on-demand flushes.
     running: tokio::sync::Mutex<()>,
-    pub stop: Notify,
+    stop: Notify,
+    stopping: std::sync::atomic::AtomicBool,
     _value: PhantomData<fn() -> V>,
 }
 
@@ -87,11 +88,18 @@ impl<V: StoreValue> Flusher<V> {
             }),
             running: tokio::sync::Mutex::new(()),
             stop: Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             _value: PhantomData,
         }
     }
 
-    /// Runs until `stop` is notified.
+    /// Ends the loop; a tick in progress skips its remaining Raft calls.
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// Runs until `stop` is called.
     pub async fn run(self: Arc<Self>, interval: Duration) {
         loop {
             tokio::select! {
@@ -111,11 +119,7 @@ impl<V: StoreValue> Flusher<V> {
         let result = if leading {
             self.flush().await
         } else {
-            self.store
-                .ping()
-                .await
-                .map(|()| Flushed::default())
-                .map_err(FlushError::from)
+            self.store.ping().await.map(|()| Flushed::default()).map_err(FlushError::from)
         };
         {
             let mut state = self.state.lock();
@@ -137,24 +141,14 @@ impl<V: StoreValue> Flusher<V> {
         let flushed = self.state.lock().flushed;
         let (applied, membership, dirty) = {
             let state = self.sm.state.read();
-            (
-                state.last_applied(),
-                state.membership().clone(),
-                state.dirty_rows(flushed),
-            )
+            (state.last_applied(), state.membership().clone(), state.dirty_rows(flushed))
         };
         let Some(applied) = applied else {
-            return Ok(Flushed {
-                held: flushed,
-                wrote_rows: false,
-            });
+            return Ok(Flushed { held: flushed, wrote_rows: false });
         };
         if applied.index <= flushed {
             self.state.lock().caught_up_at = Instant::now();
-            return Ok(Flushed {
-                held: flushed,
-                wrote_rows: false,
-            });
+            return Ok(Flushed { held: flushed, wrote_rows: false });
         }
         let had_rows = !dirty.is_empty();
         let rows = tokio::task::spawn_blocking(move || to_rows::<V>(dirty))
@@ -172,16 +166,8 @@ impl<V: StoreValue> Flusher<V> {
             state.last_flush = Some(Instant::now());
             state.caught_up_at = Instant::now();
         }
-        tracing::debug!(
-            rows = count,
-            upto = applied.index,
-            ?outcome,
-            "flushed to the snapshot store"
-        );
-        Ok(Flushed {
-            held: now_held,
-            wrote_rows: had_rows,
-        })
+        tracing::debug!(rows = count, upto = applied.index, ?outcome, "flushed to the snapshot store");
+        Ok(Flushed { held: now_held, wrote_rows: had_rows })
     }
 
     /// Lets every replica drop the tombstones the store now reflects and trim its dirty set.
@@ -198,12 +184,12 @@ impl<V: StoreValue> Flusher<V> {
     }
 
     async fn purge_log(&self) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let (watermark, snapshot) = {
             let state = self.sm.state.read();
-            (
-                state.watermark(),
-                self.sm.current_snapshot().and_then(|m| m.last_log_id).map(|l| l.index),
-            )
+            (state.watermark(), self.sm.current_snapshot().and_then(|m| m.last_log_id).map(|l| l.index))
         };
         let Some(snapshot) = snapshot else { return };
         let upto = watermark.min(snapshot).saturating_sub(self.keep_entries);
@@ -222,21 +208,15 @@ fn to_rows<V: StoreValue>(dirty: Vec<DirtyRow>) -> Result<Vec<Row>, FlushError> 
             let json = match &row.value {
                 None => None,
                 Some(bytes) => {
-                    let value: V = codec::decode(bytes).map_err(|e| FlushError::Convert {
-                        key: row.key.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    Some(serde_json::to_string(&value).map_err(|e| FlushError::Convert {
-                        key: row.key.clone(),
-                        reason: e.to_string(),
-                    })?)
+                    let value: V = codec::decode(bytes)
+                        .map_err(|e| FlushError::Convert { key: row.key.clone(), reason: e.to_string() })?;
+                    Some(
+                        serde_json::to_string(&value)
+                            .map_err(|e| FlushError::Convert { key: row.key.clone(), reason: e.to_string() })?,
+                    )
                 }
             };
-            Ok(Row {
-                key: row.key,
-                version: row.version,
-                json,
-            })
+            Ok(Row { key: row.key, version: row.version, json })
         })
         .collect()
 }

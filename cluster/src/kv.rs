@@ -159,19 +159,13 @@ impl KvState {
                 Expect::Version(v) => actual == Some(*v),
             };
             if !holds {
-                return TxnOutcome::Conflict {
-                    key: key.clone(),
-                    actual,
-                };
+                return TxnOutcome::Conflict { key: key.clone(), actual };
             }
         }
         for op in txn.ops {
             match op {
                 RawOp::Put { key, value } => {
-                    let slot = Slot {
-                        version,
-                        value: Some(value.into()),
-                    };
+                    let slot = Slot { version, value: Some(value.into()) };
                     match self.map.insert(key.clone(), slot) {
                         Some(Slot { value: Some(_), .. }) => {}
                         Some(Slot { value: None, .. }) | None => self.live += 1,
@@ -254,13 +248,8 @@ impl KvState {
         if version > self.watermark {
             self.dirty.insert(key.clone());
         }
-        if let Some(Slot { value: Some(_), .. }) = self.map.insert(
-            key,
-            Slot {
-                version,
-                value: value.map(Into::into),
-            },
-        ) {
+        if let Some(Slot { value: Some(_), .. }) = self.map.insert(key, Slot { version, value: value.map(Into::into) })
+        {
             self.live -= 1;
         }
         if live {
@@ -299,11 +288,7 @@ impl Image {
         };
         codec::encode_into(&header, writer)?;
         for (key, slot) in &self.map {
-            let record = RecordRef {
-                key,
-                version: slot.version,
-                value: slot.value.as_deref(),
-            };
+            let record = RecordRef { key, version: slot.version, value: slot.value.as_deref() };
             codec::encode_into(&record, writer)?;
         }
         Ok(())
@@ -321,30 +306,15 @@ mod tests {
     use crate::types::NodeInfo;
 
     fn entry(index: u64, command: Command) -> Entry {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(command),
-        }
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(command) }
     }
 
     fn put(key: &str, value: &[u8]) -> RawOp {
-        RawOp::Put {
-            key: key.to_string(),
-            value: value.to_vec(),
-        }
+        RawOp::Put { key: key.to_string(), value: value.to_vec() }
     }
 
     fn txn(compares: Vec<(&str, Expect)>, ops: Vec<RawOp>) -> RawTxn {
-        RawTxn {
-            compares: compares
-                .into_iter()
-                .map(|(k, e)| Compare {
-                    key: k.to_string(),
-                    expect: e,
-                })
-                .collect(),
-            ops,
-        }
+        RawTxn { compares: compares.into_iter().map(|(k, e)| Compare { key: k.to_string(), expect: e }).collect(), ops }
     }
 
     fn image_bytes(state: &KvState) -> Vec<u8> {
@@ -361,10 +331,7 @@ mod tests {
     #[test]
     fn a_transaction_commits_only_when_every_compare_holds() {
         let mut state = KvState::default();
-        let first = state.apply(entry(
-            1,
-            Command::Txns(vec![txn(vec![("a", Expect::Absent)], vec![put("a", b"1")])]),
-        ));
+        let first = state.apply(entry(1, Command::Txns(vec![txn(vec![("a", Expect::Absent)], vec![put("a", b"1")])])));
         assert_eq!(first, Applied::Txns(vec![TxnOutcome::Committed { version: 1 }]));
 
         let results = state.apply(entry(
@@ -381,14 +348,8 @@ mod tests {
         assert_eq!(
             results,
             Applied::Txns(vec![
-                TxnOutcome::Conflict {
-                    key: "a".into(),
-                    actual: Some(1)
-                },
-                TxnOutcome::Conflict {
-                    key: "a".into(),
-                    actual: Some(1)
-                },
+                TxnOutcome::Conflict { key: "a".into(), actual: Some(1) },
+                TxnOutcome::Conflict { key: "a".into(), actual: Some(1) },
                 TxnOutcome::Committed { version: 2 },
             ])
         );
@@ -411,10 +372,7 @@ mod tests {
             results,
             Applied::Txns(vec![
                 TxnOutcome::Committed { version: 5 },
-                TxnOutcome::Conflict {
-                    key: "k".into(),
-                    actual: Some(5)
-                },
+                TxnOutcome::Conflict { key: "k".into(), actual: Some(5) },
             ])
         );
     }
@@ -423,10 +381,7 @@ mod tests {
     fn a_delete_leaves_a_tombstone_until_the_store_has_caught_up() {
         let mut state = KvState::default();
         state.apply(entry(1, Command::Txns(vec![txn(vec![], vec![put("k", b"1")])])));
-        state.apply(entry(
-            2,
-            Command::Txns(vec![txn(vec![], vec![RawOp::Delete { key: "k".into() }])]),
-        ));
+        state.apply(entry(2, Command::Txns(vec![txn(vec![], vec![RawOp::Delete { key: "k".into() }])])));
         assert_eq!(state.get("k"), None);
         assert_eq!((state.live_keys(), state.tombstones()), (0, 1));
         let dirty = state.dirty_rows(0);
@@ -445,14 +400,8 @@ mod tests {
     #[test]
     fn compaction_keeps_changes_above_the_watermark() {
         let mut state = KvState::default();
-        state.apply(entry(
-            1,
-            Command::Txns(vec![txn(vec![], vec![put("a", b"1"), put("b", b"1")])]),
-        ));
-        state.apply(entry(
-            2,
-            Command::Txns(vec![txn(vec![], vec![RawOp::Delete { key: "a".into() }])]),
-        ));
+        state.apply(entry(1, Command::Txns(vec![txn(vec![], vec![put("a", b"1"), put("b", b"1")])])));
+        state.apply(entry(2, Command::Txns(vec![txn(vec![], vec![RawOp::Delete { key: "a".into() }])])));
         state.apply(entry(3, Command::Txns(vec![txn(vec![], vec![put("b", b"2")])])));
         state.apply(entry(4, Command::Compact { upto: 2 }));
         assert_eq!(state.tombstones(), 0);
@@ -468,22 +417,10 @@ mod tests {
         let mut state = KvState::default();
         let membership = Membership::new(vec![[1u64].into()], BTreeMap::from([(1u64, NodeInfo::default())]));
         let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
-        assert_eq!(
-            state.apply(Entry {
-                log_id,
-                payload: EntryPayload::Membership(membership)
-            }),
-            Applied::Membership
-        );
+        assert_eq!(state.apply(Entry { log_id, payload: EntryPayload::Membership(membership) }), Applied::Membership);
         assert_eq!(state.membership().log_id(), &Some(log_id));
         let blank = LogId::new(CommittedLeaderId::new(2, 1), 2);
-        assert_eq!(
-            state.apply(Entry {
-                log_id: blank,
-                payload: EntryPayload::Blank
-            }),
-            Applied::Blank
-        );
+        assert_eq!(state.apply(Entry { log_id: blank, payload: EntryPayload::Blank }), Applied::Blank);
         assert_eq!(state.last_applied(), Some(blank));
     }
 
@@ -504,20 +441,12 @@ mod tests {
     }
 
     fn arb_txn() -> impl Strategy<Value = RawTxn> {
-        (
-            prop::collection::vec((0..KEYS.len(), arb_expect()), 0..3),
-            prop::collection::vec(arb_op(), 0..4),
-        )
-            .prop_map(|(compares, ops)| RawTxn {
-                compares: compares
-                    .into_iter()
-                    .map(|(k, e)| Compare {
-                        key: KEYS[k].to_string(),
-                        expect: e,
-                    })
-                    .collect(),
+        (prop::collection::vec((0..KEYS.len(), arb_expect()), 0..3), prop::collection::vec(arb_op(), 0..4)).prop_map(
+            |(compares, ops)| RawTxn {
+                compares: compares.into_iter().map(|(k, e)| Compare { key: KEYS[k].to_string(), expect: e }).collect(),
                 ops,
-            })
+            },
+        )
     }
 
     /// One entry's command; `Compact` bounds are resolved against the index when applied.
@@ -557,10 +486,7 @@ mod tests {
                     Expect::Version(v) => actual == Some(v),
                 };
                 if !ok {
-                    return TxnOutcome::Conflict {
-                        key: c.key.clone(),
-                        actual,
-                    };
+                    return TxnOutcome::Conflict { key: c.key.clone(), actual };
                 }
             }
             for op in &txn.ops {

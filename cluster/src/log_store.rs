@@ -56,10 +56,7 @@ impl LogStore {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(LogStore {
-            db: Arc::new(db),
-            committed: Arc::default(),
-        })
+        Ok(LogStore { db: Arc::new(db), committed: Arc::default() })
     }
 
     /// Runs `f` on the blocking pool; redb calls may fsync or wait for pages.
@@ -69,9 +66,7 @@ impl LogStore {
         F: FnOnce(&Database) -> Result<T, String> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| format!("log store task: {e}"))?
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| format!("log store task: {e}"))?
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, String> {
@@ -174,10 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some((_, bytes)) => Some(codec::decode::<Entry>(bytes.value()).map_err(|e| e.to_string())?.log_id),
                 None => last_purged,
             };
-            Ok(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: last,
-            })
+            Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
         })
         .await
         .map_err(logs_err(ErrorVerb::Read))
@@ -195,9 +187,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.blocking(|db| Self::read_meta(db, VOTE))
-            .await
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        self.blocking(|db| Self::read_meta(db, VOTE)).await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -274,8 +264,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
                 meta.insert(LAST_PURGED, bytes.as_slice()).map_err(|e| e.to_string())?;
                 let mut log = txn.open_table(LOG).map_err(|e| e.to_string())?;
-                log.retain_in(..=log_id.index, |_, _| false)
-                    .map_err(|e| e.to_string())?;
+                log.retain_in(..=log_id.index, |_, _| false).map_err(|e| e.to_string())?;
             }
             txn.commit().map_err(|e| e.to_string())
         })

@@ -91,12 +91,7 @@ impl PeerClient {
             .connect_timeout(Duration::from_secs(1))
             .build()
             .expect("a plain HTTP client always builds");
-        PeerClient {
-            http,
-            auth,
-            faults,
-            self_id,
-        }
+        PeerClient { http, auth, faults, self_id }
     }
 
     pub fn auth(&self) -> &PeerAuth {
@@ -115,10 +110,7 @@ impl PeerClient {
         if let Some(faults) = &self.faults
             && !faults.allows(self.self_id, target)
         {
-            return Err(PeerError::Unreachable(
-                addr.to_string(),
-                "partitioned (fault injection)".into(),
-            ));
+            return Err(PeerError::Unreachable(addr.to_string(), "partitioned (fault injection)".into()));
         }
         let tag = self.auth.sign(path, &body);
         let response = self
@@ -136,10 +128,7 @@ impl PeerClient {
         if let Some(faults) = &self.faults {
             // A reply across a partition that formed mid-flight is lost too.
             if !faults.allows(target, self.self_id) {
-                return Err(PeerError::Network(
-                    addr.to_string(),
-                    "reply dropped (fault injection)".into(),
-                ));
+                return Err(PeerError::Network(addr.to_string(), "reply dropped (fault injection)".into()));
             }
         }
         if !status.is_success() {
@@ -195,11 +184,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
-        Connection {
-            client: self.client.clone(),
-            target,
-            node: node.clone(),
-        }
+        Connection { client: self.client.clone(), target, node: node.clone() }
     }
 }
 
@@ -213,11 +198,8 @@ impl Connection {
         E: Error + DeserializeOwned,
     {
         let body = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let bytes = self
-            .client
-            .post(self.target, &self.node.peer_addr, path, body, timeout)
-            .await
-            .map_err(|e| match e {
+        let bytes =
+            self.client.post(self.target, &self.node.peer_addr, path, body, timeout).await.map_err(|e| match e {
                 PeerError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
                 PeerError::Network(..) | PeerError::Status { .. } => RPCError::Network(NetworkError::new(&e)),
             })?;

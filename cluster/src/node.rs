@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use openraft::error::{InitializeError, RaftError};
@@ -78,9 +78,7 @@ pub struct ClusterNode<V> {
 
 impl<V> Clone for ClusterNode<V> {
     fn clone(&self) -> Self {
-        ClusterNode {
-            inner: Arc::clone(&self.inner),
-        }
+        ClusterNode { inner: Arc::clone(&self.inner) }
     }
 }
 
@@ -137,15 +135,9 @@ impl<V: StoreValue> ClusterNode<V> {
         let auth = PeerAuth::new(cluster_secret);
         let peer_client = PeerClient::new(config.node_id, auth.clone(), faults);
         let shared = sm.shared();
-        let raft = Raft::new(
-            config.node_id,
-            raft_config,
-            Network::new(peer_client.clone()),
-            log.clone(),
-            sm,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(config.node_id, raft_config, Network::new(peer_client.clone()), log.clone(), sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let proposer = Proposer::spawn(raft.clone(), &config.tuning.proposer);
         let flusher = Arc::new(Flusher::<V>::new(
             config.node_id,
@@ -155,11 +147,7 @@ impl<V: StoreValue> ClusterNode<V> {
             config.tuning.raft.keep_entries,
         ));
         tokio::spawn(Arc::clone(&flusher).run(config.tuning.flush_interval()));
-        let peer_service = PeerService {
-            raft: raft.clone(),
-            auth,
-            body_limit: config.tuning.peer_body_limit(),
-        };
+        let peer_service = PeerService { raft: raft.clone(), auth, body_limit: config.tuning.peer_body_limit() };
 
         let node = ClusterNode {
             inner: Arc::new(Inner {
@@ -195,15 +183,7 @@ impl<V: StoreValue> ClusterNode<V> {
             if raft.wait(None).metrics(leading, "leading").await.is_err() {
                 return;
             }
-            let recorded = node
-                .inner
-                .sm
-                .state
-                .read()
-                .membership()
-                .membership()
-                .get_node(&me)
-                .cloned();
+            let recorded = node.inner.sm.state.read().membership().membership().get_node(&me).cloned();
             if recorded.as_ref().is_some_and(|info| *info != node.inner.info) {
                 let nodes = BTreeMap::from([(me, node.inner.info.clone())]);
                 match raft.change_membership(ChangeMembers::SetNodes(nodes), false).await {
@@ -256,8 +236,7 @@ impl<V: StoreValue> ClusterNode<V> {
         if self.inner.origin != Origin::Pristine {
             return Ok(false);
         }
-        self.initialize(BTreeMap::from([(self.inner.id, self.inner.info.clone())]))
-            .await
+        self.initialize(BTreeMap::from([(self.inner.id, self.inner.info.clone())])).await
     }
 
     /// Proposes a transaction (this node must be the leader) and waits for its outcome.
@@ -268,36 +247,46 @@ impl<V: StoreValue> ClusterNode<V> {
     /// The live value of `key` in this node's replica.
     pub fn get(&self, key: &str) -> Result<Option<Versioned<V>>, CodecError> {
         let found = self.inner.sm.state.read().get(key);
-        found
-            .map(|(version, bytes)| {
-                Ok(Versioned {
-                    version,
-                    value: decode_value(&bytes)?,
-                })
-            })
-            .transpose()
+        found.map(|(version, bytes)| Ok(Versioned { version, value: decode_value(&bytes)? })).transpose()
     }
 
     /// Live entries whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Versioned<V>)>, CodecError> {
         let raw: Vec<(String, Version, Arc<[u8]>)> = {
             let state = self.inner.sm.state.read();
-            state
-                .scan_prefix(prefix)
-                .map(|(k, v, bytes)| (k.to_string(), v, Arc::clone(bytes)))
-                .collect()
+            state.scan_prefix(prefix).map(|(k, v, bytes)| (k.to_string(), v, Arc::clone(bytes))).collect()
         };
         raw.into_iter()
-            .map(|(key, version, bytes)| {
-                Ok((
-                    key,
-                    Versioned {
-                        version,
-                        value: decode_value(&bytes)?,
-                    },
-                ))
-            })
+            .map(|(key, version, bytes)| Ok((key, Versioned { version, value: decode_value(&bytes)? })))
             .collect()
+    }
+
+    /// Who leads, as this node currently believes.
+    pub fn leadership(&self) -> Leadership {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader.map(|id| {
+            let info = m.membership_config.membership().get_node(&id).cloned();
+            (id, info)
+        });
+        Leadership {
+            term: m.current_term,
+            leader,
+            this_node_leads: m.state == ServerState::Leader && m.current_leader == Some(self.inner.id),
+        }
+    }
+
+    /// Confirms with a quorum that this node leads and waits until its replica has applied
+    /// everything committed before the call (one read-index round trip). Returns the term.
+    pub async fn confirm_leadership(&self, timeout: Duration) -> Result<u64, ConfirmError> {
+        let term = self.inner.raft.metrics().borrow().current_term;
+        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) if self.inner.raft.metrics().borrow().current_term == term => Ok(term),
+            Ok(Ok(_)) => Err(ConfirmError::Unavailable("the term changed while confirming".into())),
+            Ok(Err(e)) if e.forward_to_leader().is_some() => Err(ConfirmError::NotLeader),
+            Ok(Err(e)) => Err(ConfirmError::Unavailable(e.to_string())),
+            Err(_) => Err(ConfirmError::Unavailable("no quorum answered in time".into())),
+        }
     }
 
     /// The index of the last entry applied to this replica.
@@ -330,13 +319,7 @@ impl<V: StoreValue> ClusterNode<V> {
         let metrics = self.inner.raft.metrics().borrow().clone();
         let (live, tombstones, dirty, watermark, membership) = {
             let state = self.inner.sm.state.read();
-            (
-                state.live_keys(),
-                state.tombstones(),
-                state.dirty_keys(),
-                state.watermark(),
-                state.membership().clone(),
-            )
+            (state.live_keys(), state.tombstones(), state.dirty_keys(), state.watermark(), state.membership().clone())
         };
         let flush = self.inner.flusher.state.lock().clone();
         let applied = metrics.last_applied.map_or(0, |l| l.index);
@@ -353,9 +336,7 @@ impl<V: StoreValue> ClusterNode<V> {
                 voter: voters.contains(id),
             })
             .collect();
-        let leader = metrics
-            .current_leader
-            .and_then(|id| membership.membership().get_node(&id).cloned());
+        let leader = metrics.current_leader.and_then(|id| membership.membership().get_node(&id).cloned());
         ClusterStatus {
             node_id: self.inner.id,
             role: role_name(metrics.state),
@@ -373,11 +354,7 @@ impl<V: StoreValue> ClusterNode<V> {
                 reachable: flush.reachable,
                 watermark: held,
                 lag_entries,
-                lag_seconds: if lag_entries == 0 {
-                    0.0
-                } else {
-                    flush.caught_up_at.elapsed().as_secs_f64()
-                },
+                lag_seconds: if lag_entries == 0 { 0.0 } else { flush.caught_up_at.elapsed().as_secs_f64() },
                 last_flush_age_seconds: flush.last_flush.map(|t| t.elapsed().as_secs_f64()),
                 last_error: flush.last_error,
             },
@@ -387,11 +364,7 @@ impl<V: StoreValue> ClusterNode<V> {
                 transactions: self.inner.proposer.stats().txns(),
                 recent_batch_sizes: self.inner.proposer.stats().recent_batches(),
             },
-            keys: KeyStatus {
-                live,
-                tombstones,
-                dirty,
-            },
+            keys: KeyStatus { live, tombstones, dirty },
             running: metrics.running_state.is_ok(),
         }
     }
@@ -410,7 +383,7 @@ impl<V: StoreValue> ClusterNode<V> {
                 Err(e) => tracing::warn!(error = %e, "final flush to the snapshot store failed"),
             }
         }
-        self.inner.flusher.stop.notify_one();
+        self.inner.flusher.stop();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -445,14 +418,10 @@ async fn restore<V: StoreValue>(
     let encoded = tokio::task::spawn_blocking(move || {
         rows.into_iter()
             .map(|row| {
-                let value: V = serde_json::from_str(&row.json).map_err(|e| StartError::RestoreValue {
-                    key: row.key.clone(),
-                    reason: e.to_string(),
-                })?;
-                let bytes = codec::encode(&value).map_err(|e| StartError::RestoreValue {
-                    key: row.key.clone(),
-                    reason: e.to_string(),
-                })?;
+                let value: V = serde_json::from_str(&row.json)
+                    .map_err(|e| StartError::RestoreValue { key: row.key.clone(), reason: e.to_string() })?;
+                let bytes = codec::encode(&value)
+                    .map_err(|e| StartError::RestoreValue { key: row.key.clone(), reason: e.to_string() })?;
                 Ok((row.key, row.version, bytes))
             })
             .collect::<Result<Vec<_>, StartError>>()
@@ -469,6 +438,23 @@ async fn restore<V: StoreValue>(
     log.start_after(meta.applied).await?;
     tracing::warn!(rows = count, applied = %meta.applied, elapsed_ms = started.elapsed().as_millis() as u64, "restored state from the snapshot store");
     Ok(meta.applied)
+}
+
+/// Who leads, as one node believes.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    pub term: u64,
+    /// The leader's id and addresses, if one is known.
+    pub leader: Option<(NodeId, Option<NodeInfo>)>,
+    pub this_node_leads: bool,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfirmError {
+    #[error("not the leader")]
+    NotLeader,
+    #[error("leadership not confirmed: {0}")]
+    Unavailable(String),
 }
 
 /// The operator's view of one node (`GET /v1/cluster`).

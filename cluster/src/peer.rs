@@ -61,9 +61,7 @@ impl PeerService {
 }
 
 fn plain(status: StatusCode, message: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("text/plain")
-        .body(message.to_string())
+    HttpResponse::build(status).content_type("text/plain").body(message.to_string())
 }
 
 /// A bincode response body.

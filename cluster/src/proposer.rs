@@ -152,10 +152,7 @@ impl Proposer {
     pub async fn propose(&self, txn: RawTxn) -> Result<TxnOutcome, ProposeError> {
         let size = txn_size(&txn);
         if size > self.max_bytes {
-            return Err(ProposeError::TooLarge {
-                size,
-                limit: self.max_bytes,
-            });
+            return Err(ProposeError::TooLarge { size, limit: self.max_bytes });
         }
         let (reply, outcome) = oneshot::channel();
         self.tx.try_send(Pending { txn, size, reply }).map_err(|e| match e {

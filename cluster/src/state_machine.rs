@@ -40,12 +40,7 @@ pub struct SnapshotBuilder {
 }
 
 fn snapshot_err(e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::Snapshot(None),
-        ErrorVerb::Write,
-        AnyError::error(e.to_string()),
-    )
-    .into()
+    StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Write, AnyError::error(e.to_string())).into()
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -65,9 +60,7 @@ impl Shared {
         {
             return Ok(());
         }
-        let tmp = self
-            .dir
-            .join(format!("building-{}.tmp", self.seq.fetch_add(1, Ordering::Relaxed)));
+        let tmp = self.dir.join(format!("building-{}.tmp", self.seq.fetch_add(1, Ordering::Relaxed)));
         let dest = self.current_path();
         let dir = self.dir.clone();
         let written = meta.clone();
@@ -148,10 +141,7 @@ impl Shared {
             return Ok(None);
         };
         let file = tokio::fs::File::open(self.current_path()).await.map_err(snapshot_err)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
     }
 }
 
@@ -172,10 +162,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         self.shared.persist(meta.clone(), image).await?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         // A concurrent install may have left a newer snapshot in place; that one is returned.
-        self.shared
-            .open_current()
-            .await?
-            .ok_or_else(|| snapshot_err("snapshot vanished after it was written"))
+        self.shared.open_current().await?.ok_or_else(|| snapshot_err("snapshot vanished after it was written"))
     }
 }
 
@@ -202,10 +189,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         // An anonymous file: unlinked at once, so an interrupted transfer leaves nothing behind.
-        let path = self.shared.dir.join(format!(
-            "receiving-{}.tmp",
-            self.shared.seq.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = self.shared.dir.join(format!("receiving-{}.tmp", self.shared.seq.fetch_add(1, Ordering::Relaxed)));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)

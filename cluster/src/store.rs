@@ -33,10 +33,7 @@ pub struct Txn<V> {
 
 impl<V: StoreValue> Default for Txn<V> {
     fn default() -> Self {
-        Txn {
-            raw: RawTxn::default(),
-            _value: PhantomData,
-        }
+        Txn { raw: RawTxn::default(), _value: PhantomData }
     }
 }
 
@@ -47,19 +44,13 @@ impl<V: StoreValue> Txn<V> {
 
     /// Requires `key` to have no live value.
     pub fn expect_absent(mut self, key: impl Into<String>) -> Self {
-        self.raw.compares.push(Compare {
-            key: key.into(),
-            expect: Expect::Absent,
-        });
+        self.raw.compares.push(Compare { key: key.into(), expect: Expect::Absent });
         self
     }
 
     /// Requires `key`'s live value to have been written at exactly `version`.
     pub fn expect_version(mut self, key: impl Into<String>, version: Version) -> Self {
-        self.raw.compares.push(Compare {
-            key: key.into(),
-            expect: Expect::Version(version),
-        });
+        self.raw.compares.push(Compare { key: key.into(), expect: Expect::Version(version) });
         self
     }
 
@@ -72,10 +63,7 @@ impl<V: StoreValue> Txn<V> {
     }
 
     pub fn put(mut self, key: impl Into<String>, value: &V) -> Result<Self, CodecError> {
-        self.raw.ops.push(RawOp::Put {
-            key: key.into(),
-            value: codec::encode(value)?,
-        });
+        self.raw.ops.push(RawOp::Put { key: key.into(), value: codec::encode(value)? });
         Ok(self)
     }
 

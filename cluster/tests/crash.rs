@@ -20,11 +20,7 @@ const WRITERS: u64 = 32;
 
 /// Each transaction writes two keys; both or neither must survive.
 fn pair(i: u64) -> Txn<Value> {
-    Txn::new()
-        .put(format!("a/{i:06}"), &value(i))
-        .unwrap()
-        .put(format!("b/{i:06}"), &value(i))
-        .unwrap()
+    Txn::new().put(format!("a/{i:06}"), &value(i)).unwrap().put(format!("b/{i:06}"), &value(i)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,41 +79,18 @@ async fn acknowledged_writes_survive_kill_9() {
     // Reopen the same files in this process.
     let store = sqlite_store(&dir.path().join("store")).await;
     let node = start_node(1, &dir.path().join("data"), store, None, fast_tuning(), reserve_port()).await;
-    eventually(Duration::from_secs(10), "the reopened node to lead", || {
-        node.node.status().role == "leader"
-    })
-    .await;
+    eventually(Duration::from_secs(10), "the reopened node to lead", || node.node.status().role == "leader").await;
     let last = node.node.status().last_log_index.unwrap();
     eventually(Duration::from_secs(10), "the reopened node to apply its log", || {
         node.node.applied_index() >= Some(last)
     })
     .await;
 
-    let a: BTreeSet<u64> = node
-        .node
-        .scan_prefix("a/")
-        .unwrap()
-        .into_iter()
-        .map(|(_, v)| v.value.n)
-        .collect();
-    let b: BTreeSet<u64> = node
-        .node
-        .scan_prefix("b/")
-        .unwrap()
-        .into_iter()
-        .map(|(_, v)| v.value.n)
-        .collect();
+    let a: BTreeSet<u64> = node.node.scan_prefix("a/").unwrap().into_iter().map(|(_, v)| v.value.n).collect();
+    let b: BTreeSet<u64> = node.node.scan_prefix("b/").unwrap().into_iter().map(|(_, v)| v.value.n).collect();
     let lost: Vec<&u64> = acked.difference(&a).take(10).collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost after kill -9: {lost:?} (of {})",
-        acked.len()
-    );
+    assert!(lost.is_empty(), "acknowledged writes lost after kill -9: {lost:?} (of {})", acked.len());
     assert_eq!(a, b, "a transaction was half-applied");
-    println!(
-        "kill -9 after {} acknowledged transactions: all present, {} committed in total",
-        acked.len(),
-        a.len()
-    );
+    println!("kill -9 after {} acknowledged transactions: all present, {} committed in total", acked.len(), a.len());
     node.stop().await;
 }

@@ -18,26 +18,12 @@ async fn a_node_with_an_empty_data_directory_restores_from_postgres() {
     let first_dir = tempfile::tempdir().unwrap();
 
     // Arrange: a node writes, overwrites and deletes, then flushes to Postgres.
-    let node = start_node(
-        1,
-        first_dir.path(),
-        db.store().await,
-        None,
-        fast_tuning(),
-        reserve_port(),
-    )
-    .await;
+    let node = start_node(1, first_dir.path(), db.store().await, None, fast_tuning(), reserve_port()).await;
     assert_eq!(node.node.origin(), Origin::Pristine);
     node.node.bootstrap_single().await.unwrap();
-    eventually(Duration::from_secs(5), "leadership", || {
-        node.node.status().role == "leader"
-    })
-    .await;
+    eventually(Duration::from_secs(5), "leadership", || node.node.status().role == "leader").await;
     for i in 0..100 {
-        assert!(matches!(
-            node.put(&format!("k/{i:03}"), i).await,
-            Ok(TxnOutcome::Committed { .. })
-        ));
+        assert!(matches!(node.put(&format!("k/{i:03}"), i).await, Ok(TxnOutcome::Committed { .. })));
     }
     node.put("k/000", 1000).await.unwrap();
     for i in 90..100 {
@@ -53,23 +39,12 @@ async fn a_node_with_an_empty_data_directory_restores_from_postgres() {
     // Act: lose the whole data directory and start again against the same database.
     drop(first_dir);
     let second_dir = tempfile::tempdir().unwrap();
-    let node = start_node(
-        1,
-        second_dir.path(),
-        db.store().await,
-        None,
-        fast_tuning(),
-        reserve_port(),
-    )
-    .await;
+    let node = start_node(1, second_dir.path(), db.store().await, None, fast_tuning(), reserve_port()).await;
 
     // Assert: the state is back, versions included, and the node accepts new writes.
     // Shutdown flushes once more (the compaction entry), so the store may be a little ahead.
     assert!(matches!(node.node.origin(), Origin::Restored(log_id) if log_id.index >= flushed));
-    eventually(Duration::from_secs(5), "leadership after restore", || {
-        node.node.status().role == "leader"
-    })
-    .await;
+    eventually(Duration::from_secs(5), "leadership after restore", || node.node.status().role == "leader").await;
     assert_eq!(node.node.scan_prefix("k/").unwrap(), before);
     assert_eq!(node.node.get("k/000").unwrap().unwrap().value, value(1000));
     assert_eq!(node.node.get("k/095").unwrap(), None);
@@ -82,10 +57,8 @@ async fn a_node_with_an_empty_data_directory_restores_from_postgres() {
 }
 
 fn meta(index: u64) -> StoreMeta {
-    let membership = Membership::new(
-        vec![[1u64].into()],
-        std::collections::BTreeMap::from([(1u64, NodeInfo::default())]),
-    );
+    let membership =
+        Membership::new(vec![[1u64].into()], std::collections::BTreeMap::from([(1u64, NodeInfo::default())]));
     StoreMeta {
         applied: LogId::new(CommittedLeaderId::new(1, 1), index),
         membership: StoredMembership::new(Some(LogId::new(CommittedLeaderId::new(1, 1), 1)), membership),
@@ -93,11 +66,7 @@ fn meta(index: u64) -> StoreMeta {
 }
 
 fn row(key: &str, version: u64, json: Option<&str>) -> Row {
-    Row {
-        key: key.into(),
-        version,
-        json: json.map(String::from),
-    }
+    Row { key: key.into(), version, json: json.map(String::from) }
 }
 
 async fn stored(store: &Arc<dyn DurableStore>) -> Vec<(String, u64, serde_json::Value)> {
@@ -114,40 +83,21 @@ async fn stored(store: &Arc<dyn DurableStore>) -> Vec<(String, u64, serde_json::
 
 async fn a_stale_writer_never_regresses(store: Arc<dyn DurableStore>) {
     assert_eq!(store.load_meta().await.unwrap(), None);
-    let outcome = store
-        .flush(
-            vec![row("a", 10, Some(r#"{"n":10}"#)), row("b", 9, Some(r#"{"n":9}"#))],
-            meta(10),
-        )
-        .await;
+    let outcome = store.flush(vec![row("a", 10, Some(r#"{"n":10}"#)), row("b", 9, Some(r#"{"n":9}"#))], meta(10)).await;
     assert_eq!(outcome.unwrap(), FlushOutcome::Written);
     assert_eq!(store.load_meta().await.unwrap(), Some(meta(10)));
 
     // A deposed leader flushing an older watermark writes nothing, deletes included.
-    let stale = store
-        .flush(vec![row("a", 4, Some(r#"{"n":4}"#)), row("b", 5, None)], meta(8))
-        .await;
+    let stale = store.flush(vec![row("a", 4, Some(r#"{"n":4}"#)), row("b", 5, None)], meta(8)).await;
     assert_eq!(stale.unwrap(), FlushOutcome::AlreadyAhead { stored: 10 });
 
     // Even within a newer flush, a row never goes back to a lower version.
-    store
-        .flush(
-            vec![row("a", 7, Some(r#"{"n":7}"#)), row("c", 12, Some(r#"{"n":12}"#))],
-            meta(12),
-        )
-        .await
-        .unwrap();
+    store.flush(vec![row("a", 7, Some(r#"{"n":7}"#)), row("c", 12, Some(r#"{"n":12}"#))], meta(12)).await.unwrap();
     // And a delete only removes rows older than itself.
-    store
-        .flush(vec![row("b", 13, None), row("c", 11, None)], meta(13))
-        .await
-        .unwrap();
+    store.flush(vec![row("b", 13, None), row("c", 11, None)], meta(13)).await.unwrap();
     assert_eq!(
         stored(&store).await,
-        vec![
-            ("a".to_string(), 10, serde_json::json!({"n": 10})),
-            ("c".to_string(), 12, serde_json::json!({"n": 12}))
-        ]
+        vec![("a".to_string(), 10, serde_json::json!({"n": 10})), ("c".to_string(), 12, serde_json::json!({"n": 12}))]
     );
     assert_eq!(store.load_meta().await.unwrap(), Some(meta(13)));
 }

@@ -14,10 +14,7 @@ async fn the_peer_listener_rejects_bad_requests_and_keeps_serving() {
     let store = sqlite_store(&dir.path().join("store")).await;
     let node = start_node(1, &dir.path().join("data"), store, None, fast_tuning(), reserve_port()).await;
     node.node.bootstrap_single().await.unwrap();
-    eventually(Duration::from_secs(5), "leadership", || {
-        node.node.status().role == "leader"
-    })
-    .await;
+    eventually(Duration::from_secs(5), "leadership", || node.node.status().role == "leader").await;
     let term = node.node.status().term;
 
     let http = reqwest::Client::new();
@@ -30,25 +27,10 @@ async fn the_peer_listener_rejects_bad_requests_and_keeps_serving() {
 
     let cases: Vec<(&str, Option<String>, Vec<u8>, u16)> = vec![
         ("no MAC", None, body.clone(), 401),
-        (
-            "MAC from the wrong secret",
-            Some(wrong.sign(paths::VOTE, &body)),
-            body.clone(),
-            401,
-        ),
-        (
-            "MAC for another path",
-            Some(good.sign(paths::APPEND, &body)),
-            body.clone(),
-            401,
-        ),
+        ("MAC from the wrong secret", Some(wrong.sign(paths::VOTE, &body)), body.clone(), 401),
+        ("MAC for another path", Some(good.sign(paths::APPEND, &body)), body.clone(), 401),
         ("MAC that is not hex", Some("xyz".into()), body.clone(), 401),
-        (
-            "truncated body",
-            Some(good.sign(paths::VOTE, &body[..body.len() / 2])),
-            body[..body.len() / 2].to_vec(),
-            400,
-        ),
+        ("truncated body", Some(good.sign(paths::VOTE, &body[..body.len() / 2])), body[..body.len() / 2].to_vec(), 400),
         (
             "garbage body",
             Some(good.sign(paths::VOTE, b"\xff\xff\xff\xff garbage")),
@@ -69,9 +51,6 @@ async fn the_peer_listener_rejects_bad_requests_and_keeps_serving() {
     // None of it reached Raft: same term, still the leader, still committing.
     let status = node.node.status();
     assert_eq!((status.term, status.role), (term, "leader"));
-    assert!(matches!(
-        node.put("still/alive", 1).await,
-        Ok(TxnOutcome::Committed { .. })
-    ));
+    assert!(matches!(node.put("still/alive", 1).await, Ok(TxnOutcome::Committed { .. })));
     node.stop().await;
 }

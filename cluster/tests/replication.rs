@@ -21,45 +21,23 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_through_a_snapshot_afte
         let store = sqlite_store(&dirs[i].path().join("store")).await;
         let faults: Arc<dyn tessera_cluster::PeerFaults> = partition.clone();
         nodes.push(
-            start_node(
-                i as u64 + 1,
-                &dirs[i].path().join("data"),
-                store,
-                Some(faults),
-                fast_tuning(),
-                listener,
-            )
-            .await,
+            start_node(i as u64 + 1, &dirs[i].path().join("data"), store, Some(faults), fast_tuning(), listener).await,
         );
     }
     let members: BTreeMap<u64, NodeInfo> = addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| {
-            (
-                i as u64 + 1,
-                NodeInfo {
-                    peer_addr: a.clone(),
-                    public_addr: String::new(),
-                },
-            )
-        })
+        .map(|(i, a)| (i as u64 + 1, NodeInfo { peer_addr: a.clone(), public_addr: String::new() }))
         .collect();
 
     // Phase 1: a healthy cluster replicates writes to every node.
     assert!(nodes[0].node.initialize(members.clone()).await.unwrap());
-    assert!(
-        !nodes[0].node.initialize(members).await.unwrap(),
-        "initialising twice is harmless"
-    );
+    assert!(!nodes[0].node.initialize(members).await.unwrap(), "initialising twice is harmless");
     let all: Vec<&TestNode> = nodes.iter().collect();
     let leader = agreed_leader(&all, Duration::from_secs(10)).await;
     let leader_node = nodes.iter().find(|n| n.id == leader).unwrap();
     for i in 0..20 {
-        assert!(matches!(
-            leader_node.put(&format!("k/{i}"), i).await,
-            Ok(TxnOutcome::Committed { .. })
-        ));
+        assert!(matches!(leader_node.put(&format!("k/{i}"), i).await, Ok(TxnOutcome::Committed { .. })));
     }
     let target = leader_node.node.applied_index().unwrap();
     eventually(Duration::from_secs(10), "all replicas applied phase 1", || {
@@ -91,15 +69,9 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_through_a_snapshot_afte
         assert!(matches!(outcome, Ok(TxnOutcome::Committed { .. })), "{outcome:?}");
     }
     let old_last_log = leader_node.node.status().last_log_index.unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the majority to purge past the old leader's log",
-        || {
-            majority
-                .iter()
-                .all(|n| n.node.status().purged_index.unwrap_or(0) > old_last_log)
-        },
-    )
+    eventually(Duration::from_secs(15), "the majority to purge past the old leader's log", || {
+        majority.iter().all(|n| n.node.status().purged_index.unwrap_or(0) > old_last_log)
+    })
     .await;
 
     // Phase 3: heal. The old leader follows, drops its uncommitted write, installs a snapshot.
@@ -116,12 +88,7 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_through_a_snapshot_afte
         "the old leader caught up through a snapshot install"
     );
     for n in &nodes {
-        assert_eq!(
-            n.node.get("stale/write").unwrap(),
-            None,
-            "node {} kept an uncommitted write",
-            n.id
-        );
+        assert_eq!(n.node.get("stale/write").unwrap(), None, "node {} kept an uncommitted write", n.id);
         assert_eq!(n.node.get("m/299").unwrap().unwrap().value, value(299));
     }
 

@@ -1,21 +1,35 @@
 //! The public HTTP API: routing, extractor limits and the pieces every response shares.
 
+pub mod auth;
+pub mod client;
+pub mod openapi;
 pub mod ops;
 pub mod request_id;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::error::JsonPayloadError;
 use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tessera_actors::Record;
+use tessera_actors::ports::{Clock, Entropy};
+use tessera_actors::{Record, Registry};
 use tessera_cluster::ClusterNode;
 
 use crate::error::ApiError;
+use crate::gateway::Gateway;
+use crate::passwords::Passwords;
+use crate::tokens::AccessTokens;
 
 /// Shared by every handler of the public listener.
 pub struct AppState {
     pub node: ClusterNode<Record>,
+    pub gateway: Gateway,
+    pub registry: Arc<Registry>,
+    pub passwords: Arc<Passwords>,
+    pub tokens: Arc<AccessTokens>,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -45,7 +59,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::metrics))
-    .route("/v1/cluster", web::get().to(ops::cluster));
+    .route("/openapi.json", web::get().to(openapi::openapi_json))
+    .route("/.well-known/jwks.json", web::get().to(auth::jwks))
+    .route("/.well-known/openid-configuration", web::get().to(auth::discovery))
+    .route("/v1/cluster", web::get().to(ops::cluster))
+    .route("/v1/users", web::post().to(auth::register))
+    .route("/v1/login", web::post().to(auth::login))
+    .route("/v1/token/refresh", web::post().to(auth::refresh))
+    .route("/v1/logout", web::post().to(auth::logout))
+    .service(web::resource("/v1/verify").route(web::get().to(auth::verify)).route(web::head().to(auth::verify_head)))
+    .route("/v1/me", web::get().to(auth::me));
 }
 
 /// Anything unrouted.

@@ -6,15 +6,17 @@ use serde_json::json;
 
 use crate::http::AppState;
 
-/// `GET /healthz`: the process is up and serving HTTP.
+/// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(json!({ "status": "ok" }))
+    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 only when a leader is known, Raft (and so the log store) is running and
-/// the snapshot store answers; otherwise 503 with the reasons.
+/// 200 only when a leader is known, Raft (and so the log store) is running, the snapshot
+/// store answers and a signing key is loaded; otherwise 503 with the reasons.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready"),
+    (status = 503, description = "Not ready; `reasons` says why")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let status = state.node.status();
     let mut reasons = Vec::new();
@@ -24,18 +26,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if status.leader_id.is_none() {
         reasons.push("no leader known".to_string());
     }
+    if state.tokens.keyring().current().active.is_none() {
+        reasons.push("no signing key loaded yet".to_string());
+    }
     if !status.store.reachable {
-        reasons.push(format!(
-            "snapshot store unreachable: {}",
-            status.store.last_error.as_deref().unwrap_or("no answer")
-        ));
+        reasons
+            .push(format!("snapshot store unreachable: {}", status.store.last_error.as_deref().unwrap_or("no answer")));
     }
     let body = json!({ "ready": reasons.is_empty(), "reasons": reasons });
-    let mut response = if reasons.is_empty() {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::ServiceUnavailable()
-    };
+    let mut response = if reasons.is_empty() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
     response.insert_header(("cache-control", "no-store"));
     if !reasons.is_empty() {
         response.insert_header(("retry-after", "1"));
@@ -52,7 +51,8 @@ struct ClusterView {
     uptime_seconds: u64,
 }
 
-/// `GET /v1/cluster`: this node's view of the cluster.
+/// This node's view of the cluster.
+#[utoipa::path(get, path = "/v1/cluster", tag = "operations", responses((status = 200, description = "Node, Raft, snapshot-store and proposer state", body = Object)))]
 pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
     let view = ClusterView {
         status: state.node.status(),
@@ -60,12 +60,11 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
         peer_addr: state.node.info().peer_addr.clone(),
         uptime_seconds: state.started.elapsed().as_secs(),
     };
-    HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(view)
+    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(view)
 }
 
-/// `GET /metrics`: Prometheus text format. Cluster gauges are sampled at scrape time.
+/// Prometheus text format. Cluster gauges are sampled at scrape time.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     crate::metrics::record_cluster(&state.node.status());
     HttpResponse::Ok()

@@ -19,9 +19,7 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     let sane = !text.is_empty()
         && text.len() <= 128
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     sane.then(|| text.to_string())
 }
 
@@ -29,11 +27,7 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = req
-        .headers()
-        .get(&HEADER)
-        .and_then(acceptable)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = req.headers().get(&HEADER).and_then(acceptable).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
@@ -47,11 +41,7 @@ pub async fn middleware(
                 "request failed"
             );
         } else {
-            tracing::debug!(
-                status = status.as_u16(),
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "request"
-            );
+            tracing::debug!(status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
         }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -66,10 +56,7 @@ mod tests {
 
     #[test]
     fn only_sane_ids_are_echoed() {
-        assert_eq!(
-            acceptable(&HeaderValue::from_static("abc-123_x.y:z")),
-            Some("abc-123_x.y:z".to_string())
-        );
+        assert_eq!(acceptable(&HeaderValue::from_static("abc-123_x.y:z")), Some("abc-123_x.y:z".to_string()));
         assert_eq!(acceptable(&HeaderValue::from_static("has space")), None);
         assert_eq!(acceptable(&HeaderValue::from_static("")), None);
         assert_eq!(acceptable(&HeaderValue::from_str(&"a".repeat(129)).unwrap()), None);

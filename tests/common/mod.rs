@@ -7,10 +7,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use tessera::config::Secret;
 use tessera::{Node, Settings};
 
 pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const ISSUER: &str = "http://tessera.test";
+
+/// The generation part of a refresh token (`family.generation.mac`).
+pub fn generation_of(refresh_token: &str) -> u64 {
+    refresh_token.split('.').nth(1).unwrap().parse().unwrap()
+}
 
 /// Fast Raft timings for tests; production defaults are in `Settings::default()`.
 pub fn test_settings(data_dir: PathBuf) -> Settings {
@@ -27,6 +35,11 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
     settings.raft.election_timeout_min_ms = 300;
     settings.raft.election_timeout_max_ms = 600;
     settings.flush.interval_ms = 100;
+    // Ports differ between restarts in tests; the issuer must not.
+    settings.tokens.issuer = Some(ISSUER.to_string());
+    // Cheap hashing keeps tests fast; production parameters are tested where they matter.
+    settings.argon2.memory_kib = 256;
+    settings.argon2.iterations = 1;
     settings
 }
 
@@ -45,25 +58,13 @@ impl PgDatabase {
         run_blocking({
             let (admin_url, name) = (admin_url.clone(), name.clone());
             async move {
-                let admin = sqlx::PgPool::connect(&admin_url)
-                    .await
-                    .expect("connect to Postgres (is it running?)");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&admin)
-                    .await
-                    .expect("create database");
+                let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to Postgres (is it running?)");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
                 admin.close().await;
             }
         });
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap_or(admin_url.clone());
-        PgDatabase {
-            url: format!("{base}/{name}"),
-            name,
-            admin_url,
-        }
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url.clone());
+        PgDatabase { url: format!("{base}/{name}"), name, admin_url }
     }
 }
 
@@ -72,9 +73,7 @@ impl Drop for PgDatabase {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         run_blocking(async move {
             if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
                 admin.close().await;
             }
         });
@@ -84,11 +83,7 @@ impl Drop for PgDatabase {
 /// Runs a future to completion on a private runtime on its own thread (safe from any context).
 pub fn run_blocking<F: std::future::Future<Output = ()> + Send + 'static>(future: F) {
     std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(future)
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
     })
     .join()
     .expect("helper thread panicked");
@@ -111,23 +106,48 @@ impl TestApp {
 
     pub async fn spawn_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
         tessera::telemetry::init(&settings.log, settings.log_format);
-        let node = tokio::task::spawn_blocking(move || Node::start(settings))
-            .await
-            .unwrap()
-            .expect("node starts");
+        let node = tokio::task::spawn_blocking(move || Node::start(settings)).await.unwrap().expect("node starts");
         let address = format!("http://{}", node.public_addr());
-        let app = TestApp {
-            node: Some(node),
-            address,
-            client: reqwest::Client::new(),
-            dir,
-        };
+        let app = TestApp { node: Some(node), address, client: reqwest::Client::new(), dir };
         app.wait_ready().await;
         app
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("running")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(&body).send().await.expect("request")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post("/v1/users", json!({ "email": email, "password": password })).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post("/v1/login", json!({ "email": email, "password": password })).await
+    }
+
+    /// Registers `email` and logs in; returns the token response.
+    pub async fn session(&self, email: &str) -> Value {
+        let registered = self.register(email, PASSWORD).await;
+        assert_eq!(registered.status(), 201, "{}", registered.text().await.unwrap());
+        let login = self.login(email, PASSWORD).await;
+        assert_eq!(login.status(), 200);
+        login.json().await.unwrap()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post("/v1/token/refresh", json!({ "refresh_token": refresh_token })).await
+    }
+
+    pub async fn verify(&self, access_token: &str) -> reqwest::Response {
+        self.client.get(self.url("/v1/verify")).bearer_auth(access_token).send().await.expect("request")
     }
 
     pub async fn wait_ready(&self) {
@@ -167,10 +187,7 @@ pub struct ChildNode {
 }
 
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 pub fn tessera_command(data_dir: &std::path::Path, public: SocketAddr, peer: SocketAddr) -> Command {
@@ -182,6 +199,7 @@ pub fn tessera_command(data_dir: &std::path::Path, public: SocketAddr, peer: Soc
         .env("TESSERA_PEER_LISTEN", peer.to_string())
         .env("TESSERA_DATA_DIR", data_dir)
         .env("TESSERA_LOG", "warn")
+        .env("TESSERA_TOKENS__ISSUER", ISSUER)
         .env("TESSERA_RAFT__HEARTBEAT_MS", "50")
         .env("TESSERA_RAFT__ELECTION_TIMEOUT_MIN_MS", "300")
         .env("TESSERA_RAFT__ELECTION_TIMEOUT_MAX_MS", "600")
@@ -196,11 +214,7 @@ impl ChildNode {
         let mut command = tessera_command(&data_dir, public, free_addr());
         configure(&mut command);
         let child = command.spawn().expect("spawn tessera");
-        ChildNode {
-            child,
-            public,
-            data_dir,
-        }
+        ChildNode { child, public, data_dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -218,10 +232,7 @@ impl ChildNode {
             {
                 return;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "child node never became ready"
-            );
+            assert!(started.elapsed() < Duration::from_secs(20), "child node never became ready");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

@@ -4,9 +4,37 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// SHA-256 (truncated to 128 bits) over the device-identifying request headers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// SHA-256 (truncated to 128 bits) over the device-identifying request headers. Hex in JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DeviceHash(pub [u8; 16]);
+
+impl Serialize for DeviceHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<DeviceHash, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            let mut bytes = [0u8; 16];
+            if text.len() != 32 {
+                return Err(serde::de::Error::custom("a device hash is 32 hex digits"));
+            }
+            for (i, byte) in bytes.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+            }
+            Ok(DeviceHash(bytes))
+        } else {
+            <[u8; 16]>::deserialize(deserializer).map(DeviceHash)
+        }
+    }
+}
 
 impl DeviceHash {
     /// Hashes the given header values in order, each length-prefixed so that boundaries

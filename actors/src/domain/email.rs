@@ -98,14 +98,8 @@ mod tests {
         for (raw, expected) in cases {
             assert_eq!(Email::parse(raw), Err(expected), "{raw:?}");
         }
-        assert_eq!(
-            Email::parse(&format!("{}@example.com", "a".repeat(65))),
-            Err(EmailError::Shape)
-        );
-        assert_eq!(
-            Email::parse(&format!("a@{}.com", "b".repeat(260))),
-            Err(EmailError::TooLong)
-        );
+        assert_eq!(Email::parse(&format!("{}@example.com", "a".repeat(65))), Err(EmailError::Shape));
+        assert_eq!(Email::parse(&format!("a@{}.com", "b".repeat(260))), Err(EmailError::TooLong));
         assert_eq!(Email::parse(&"x".repeat(5000)), Err(EmailError::TooLong));
     }
 }

@@ -57,6 +57,7 @@ impl Amr {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RevokeReason {
     Logout,
     Replay,
@@ -236,30 +237,21 @@ impl Family {
         }
         let parent = presented.next() == self.generation;
         if parent && now.since(self.rotated_at) <= policy.grace && device == self.rotated_by {
-            return RefreshVerdict::Grace {
-                successor: self.generation,
-            };
+            return RefreshVerdict::Grace { successor: self.generation };
         }
-        RefreshVerdict::Replayed {
-            family: self.revoked_at(now, RevokeReason::Replay),
-        }
+        RefreshVerdict::Replayed { family: self.revoked_at(now, RevokeReason::Replay) }
     }
 
     /// Revokes the family for `reason`. Revocation is terminal: the first reason stays.
     pub fn revoke(&self, now: Millis, reason: RevokeReason) -> RevokeVerdict {
         match self.revoked {
             Some(_) => RevokeVerdict::AlreadyRevoked,
-            None => RevokeVerdict::Revoked {
-                family: self.revoked_at(now, reason),
-            },
+            None => RevokeVerdict::Revoked { family: self.revoked_at(now, reason) },
         }
     }
 
     fn revoked_at(&self, now: Millis, reason: RevokeReason) -> Family {
-        Family {
-            revoked: Some(Revocation { at: now, reason }),
-            ..self.clone()
-        }
+        Family { revoked: Some(Revocation { at: now, reason }), ..self.clone() }
     }
 
     /// Whether an access token issued at `generation` is still honoured.
@@ -324,14 +316,7 @@ mod tests {
 
     /// Rotates `family` at `now` from `device`, returning the new state.
     fn rotate(family: &Family, now: Millis, device: DeviceHash) -> Family {
-        match family.refresh(
-            ID,
-            &token(family, family.generation.0),
-            device,
-            now,
-            &policy(),
-            &pepper(),
-        ) {
+        match family.refresh(ID, &token(family, family.generation.0), device, now, &policy(), &pepper()) {
             RefreshVerdict::Rotated { family } => family,
             other => panic!("expected a rotation, got {other:?}"),
         }
@@ -344,10 +329,7 @@ mod tests {
         assert_eq!(next.generation, Generation(2));
         assert_eq!((next.rotated_at, next.rotated_by), (later(5), PHONE));
         assert_eq!(next.idle_deadline, later(5 + 3600));
-        assert_eq!(
-            next.absolute_deadline, family.absolute_deadline,
-            "rotation never extends the absolute limit"
-        );
+        assert_eq!(next.absolute_deadline, family.absolute_deadline, "rotation never extends the absolute limit");
     }
 
     #[test]
@@ -359,14 +341,8 @@ mod tests {
             RevokeVerdict::Revoked { family } => family,
             RevokeVerdict::AlreadyRevoked => unreachable!(),
         };
-        let forged = RefreshToken {
-            mac: [0; 32],
-            ..token(&g3, 3)
-        };
-        let wrong_family = RefreshToken {
-            family: FamilyId([2; 16]),
-            ..token(&g3, 3)
-        };
+        let forged = RefreshToken { mac: [0; 32], ..token(&g3, 3) };
+        let wrong_family = RefreshToken { family: FamilyId([2; 16]), ..token(&g3, 3) };
 
         struct Case {
             name: &'static str,
@@ -391,11 +367,7 @@ mod tests {
                 token: token(&g3, 2),
                 device: PHONE,
                 now: later(205),
-                expect: |v| {
-                    *v == RefreshVerdict::Grace {
-                        successor: Generation(3),
-                    }
-                },
+                expect: |v| *v == RefreshVerdict::Grace { successor: Generation(3) },
             },
             Case {
                 name: "parent at the grace boundary",
@@ -403,11 +375,7 @@ mod tests {
                 token: token(&g3, 2),
                 device: PHONE,
                 now: later(210),
-                expect: |v| {
-                    *v == RefreshVerdict::Grace {
-                        successor: Generation(3),
-                    }
-                },
+                expect: |v| *v == RefreshVerdict::Grace { successor: Generation(3) },
             },
             Case {
                 name: "parent after grace",
@@ -491,9 +459,7 @@ mod tests {
             },
         ];
         for case in cases {
-            let verdict = case
-                .state
-                .refresh(ID, &case.token, case.device, case.now, &policy(), &pepper());
+            let verdict = case.state.refresh(ID, &case.token, case.device, case.now, &policy(), &pepper());
             assert!((case.expect)(&verdict), "{}: got {verdict:?}", case.name);
         }
     }
@@ -505,9 +471,7 @@ mod tests {
         // The client lost the response and retries g1: same successor, nothing written.
         assert_eq!(
             g2.refresh(ID, &token(&g2, 1), PHONE, later(2), &policy(), &pepper()),
-            RefreshVerdict::Grace {
-                successor: Generation(2)
-            }
+            RefreshVerdict::Grace { successor: Generation(2) }
         );
         let g3 = rotate(&g2, later(3), PHONE);
         assert!(matches!(
@@ -522,10 +486,7 @@ mod tests {
         let RevokeVerdict::Revoked { family: revoked } = family.revoke(later(1), RevokeReason::Replay) else {
             panic!("first revocation revokes")
         };
-        assert_eq!(
-            revoked.revoke(later(2), RevokeReason::Logout),
-            RevokeVerdict::AlreadyRevoked
-        );
+        assert_eq!(revoked.revoke(later(2), RevokeReason::Logout), RevokeVerdict::AlreadyRevoked);
         assert_eq!(revoked.revoked.unwrap().reason, RevokeReason::Replay);
         assert_eq!(revoked.access(Generation(1), later(3)), AccessVerdict::Revoked);
     }

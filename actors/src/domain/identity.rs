@@ -32,14 +32,7 @@ pub enum LoginVerdict {
 
 impl Identity {
     pub fn new(user: UserId, email: Email, password_hash: String, now: Millis) -> Identity {
-        Identity {
-            user,
-            email,
-            password_hash,
-            credential_version: 1,
-            created_at: now,
-            disabled: false,
-        }
+        Identity { user, email, password_hash, credential_version: 1, created_at: now, disabled: false }
     }
 
     /// Decides whether a verification of credential version `verified` opens a session.
@@ -64,12 +57,7 @@ mod tests {
     use super::*;
 
     fn identity() -> Identity {
-        Identity::new(
-            UserId([1; 16]),
-            Email::parse("a@example.com").unwrap(),
-            "$argon2id$…".into(),
-            Millis(1),
-        )
+        Identity::new(UserId([1; 16]), Email::parse("a@example.com").unwrap(), "$argon2id$…".into(), Millis(1))
     }
 
     #[test]

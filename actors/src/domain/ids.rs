@@ -6,8 +6,34 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+/// Serializes a 16-byte id as its text form for human-readable formats (JSON in the snapshot
+/// store, where operators query it) and as raw bytes for bincode (the Raft log).
+macro_rules! text_or_bytes {
+    ($type:ident, $what:literal) => {
+        impl Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if serializer.is_human_readable() { serializer.collect_str(self) } else { self.0.serialize(serializer) }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$type, D::Error> {
+                if deserializer.is_human_readable() {
+                    let text = String::deserialize(deserializer)?;
+                    $type::parse(&text).ok_or_else(|| serde::de::Error::custom(concat!("not a ", $what)))
+                } else {
+                    <[u8; 16]>::deserialize(deserializer).map($type)
+                }
+            }
+        }
+    };
+}
+
+text_or_bytes!(UserId, "user id");
+text_or_bytes!(FamilyId, "family id");
+
 /// A user's id: a random UUID (v4), stable for the life of the account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UserId(pub [u8; 16]);
 
 impl UserId {
@@ -44,7 +70,7 @@ impl fmt::Display for UserId {
 }
 
 /// A session family's id: 128 random bits, written as 22 base64url characters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FamilyId(pub [u8; 16]);
 
 impl FamilyId {
@@ -96,12 +122,7 @@ mod tests {
 
     #[test]
     fn malformed_ids_do_not_parse() {
-        for text in [
-            "",
-            "abc",
-            "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
-            "0123456789abcdef0123456789abcdef0123",
-        ] {
+        for text in ["", "abc", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "0123456789abcdef0123456789abcdef0123"] {
             assert_eq!(UserId::parse(text), None, "{text}");
         }
         for text in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!", "AAAAAAAAAAAAAAAAAAAAAAAA"] {

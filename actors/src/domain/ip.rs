@@ -6,11 +6,59 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-/// An IPv4 /24 or an IPv6 /64. IPv4-mapped IPv6 addresses count as IPv4.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An IPv4 /24 or an IPv6 /64. IPv4-mapped IPv6 addresses count as IPv4. CIDR text in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IpPrefix {
     V4([u8; 3]),
     V6([u8; 8]),
+}
+
+/// The binary form, for bincode.
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    V4([u8; 3]),
+    V6([u8; 8]),
+}
+
+impl IpPrefix {
+    /// Parses the CIDR text this type displays as.
+    pub fn parse(text: &str) -> Option<IpPrefix> {
+        let (addr, bits) = text.split_once('/')?;
+        let prefix = IpPrefix::from(addr.parse::<IpAddr>().ok()?);
+        let expected = match prefix {
+            IpPrefix::V4(_) => "24",
+            IpPrefix::V6(_) => "64",
+        };
+        (bits == expected && prefix.to_string() == text).then_some(prefix)
+    }
+}
+
+impl Serialize for IpPrefix {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            match *self {
+                IpPrefix::V4(b) => Wire::V4(b),
+                IpPrefix::V6(b) => Wire::V6(b),
+            }
+            .serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IpPrefix {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<IpPrefix, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            IpPrefix::parse(&text).ok_or_else(|| serde::de::Error::custom("not an IPv4 /24 or IPv6 /64 prefix"))
+        } else {
+            Ok(match Wire::deserialize(deserializer)? {
+                Wire::V4(b) => IpPrefix::V4(b),
+                Wire::V6(b) => IpPrefix::V6(b),
+            })
+        }
+    }
 }
 
 impl From<IpAddr> for IpPrefix {
@@ -51,11 +99,11 @@ mod tests {
             ("::1", "::/64"),
         ];
         for (addr, prefix) in cases {
-            assert_eq!(
-                IpPrefix::from(addr.parse::<IpAddr>().unwrap()).to_string(),
-                prefix,
-                "{addr}"
-            );
+            let parsed = IpPrefix::from(addr.parse::<IpAddr>().unwrap());
+            assert_eq!(parsed.to_string(), prefix, "{addr}");
+            assert_eq!(IpPrefix::parse(prefix), Some(parsed));
         }
+        assert_eq!(IpPrefix::parse("203.0.113.7/24"), None, "host bits set");
+        assert_eq!(IpPrefix::parse("203.0.113.0/16"), None);
     }
 }

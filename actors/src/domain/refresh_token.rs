@@ -40,18 +40,12 @@ impl Pepper {
     /// The token for `generation` of a family.
     pub fn issue(&self, family: FamilyId, generation: Generation, salt: &[u8; 16]) -> RefreshToken {
         let tag = self.mac(family, generation, salt).finalize().into_bytes();
-        RefreshToken {
-            family,
-            generation,
-            mac: tag.into(),
-        }
+        RefreshToken { family, generation, mac: tag.into() }
     }
 
     /// Constant-time check that `token` was issued for this family's salt.
     pub fn verifies(&self, token: &RefreshToken, salt: &[u8; 16]) -> bool {
-        self.mac(token.family, token.generation, salt)
-            .verify_slice(&token.mac)
-            .is_ok()
+        self.mac(token.family, token.generation, salt).verify_slice(&token.mac).is_ok()
     }
 }
 
@@ -90,23 +84,13 @@ impl RefreshToken {
             return None;
         }
         let mac: [u8; 32] = URL_SAFE_NO_PAD.decode(mac).ok()?.try_into().ok()?;
-        Some(RefreshToken {
-            family,
-            generation: Generation(number),
-            mac,
-        })
+        Some(RefreshToken { family, generation: Generation(number), mac })
     }
 }
 
 impl fmt::Display for RefreshToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{}.{}",
-            self.family,
-            self.generation,
-            URL_SAFE_NO_PAD.encode(self.mac)
-        )
+        write!(f, "{}.{}.{}", self.family, self.generation, URL_SAFE_NO_PAD.encode(self.mac))
     }
 }
 
@@ -141,10 +125,7 @@ mod tests {
         let token = pepper().issue(FamilyId([9; 16]), Generation(42), &SALT);
         assert!(!pepper().verifies(&token, &[4; 16]), "another salt");
         assert!(!Pepper::new(b"another pepper").verifies(&token, &SALT));
-        let other_generation = RefreshToken {
-            generation: Generation(43),
-            ..token.clone()
-        };
+        let other_generation = RefreshToken { generation: Generation(43), ..token.clone() };
         assert!(!pepper().verifies(&other_generation, &SALT));
         let mut flipped_family = token.clone();
         flipped_family.family.0[0] ^= 1;

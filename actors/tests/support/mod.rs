@@ -57,10 +57,7 @@ impl MemoryStore {
         for (key, expected) in &write.expect {
             let actual = data.get(key).map(|(v, _)| *v);
             if actual != *expected {
-                return WriteOutcome::Conflict {
-                    key: key.clone(),
-                    actual,
-                };
+                return WriteOutcome::Conflict { key: key.clone(), actual };
             }
         }
         let version = self.index.fetch_add(1, Ordering::SeqCst) + 1;
@@ -91,16 +88,11 @@ impl Replicator for MemoryStore {
 
     fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        let forced = self
-            .force_conflicts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let forced =
+            self.force_conflicts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         let outcome = if forced {
             let key = write.expect.first().map(|(k, _)| k.clone()).unwrap_or_default();
-            WriteOutcome::Conflict {
-                key,
-                actual: Some(u64::MAX),
-            }
+            WriteOutcome::Conflict { key, actual: Some(u64::MAX) }
         } else {
             self.apply(write)
         };
@@ -146,9 +138,5 @@ pub fn world() -> World {
     });
     let arbiters = vec![actix::Arbiter::current(), actix::Arbiter::new().handle()];
     let registry = Arc::new(Registry::new(cx, arbiters));
-    World {
-        clock,
-        store,
-        sessions: Sessions::new(registry),
-    }
+    World { clock, store, sessions: Sessions::new(registry) }
 }

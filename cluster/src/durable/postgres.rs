@@ -25,10 +25,7 @@ impl PgStore {
     }
 
     pub fn from_pool(pool: PgPool, rows_per_statement: usize) -> PgStore {
-        PgStore {
-            pool,
-            rows_per_statement: rows_per_statement.max(1),
-        }
+        PgStore { pool, rows_per_statement: rows_per_statement.max(1) }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -113,11 +110,7 @@ impl DurableStore for PgStore {
     fn load_rows(&self) -> BoxStream<'_, Result<StoredRow, StoreError>> {
         sqlx::query_as::<_, (String, i64, String)>("SELECT key, version, value::text FROM kv_store")
             .fetch(&self.pool)
-            .map_ok(|(key, version, json)| StoredRow {
-                key,
-                version: version as u64,
-                json,
-            })
+            .map_ok(|(key, version, json)| StoredRow { key, version: version as u64, json })
             .map_err(StoreError::from)
             .boxed()
     }

@@ -29,18 +29,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(5));
         // One connection: SQLite has one writer anyway, and it keeps flushes strictly ordered.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         Ok(SqliteStore::from_pool(pool, rows_per_statement))
     }
 
     pub fn from_pool(pool: SqlitePool, rows_per_statement: usize) -> SqliteStore {
-        SqliteStore {
-            pool,
-            rows_per_statement: rows_per_statement.clamp(1, MAX_ROWS_PER_STATEMENT),
-        }
+        SqliteStore { pool, rows_per_statement: rows_per_statement.clamp(1, MAX_ROWS_PER_STATEMENT) }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -49,9 +43,8 @@ impl SqliteStore {
 
     async fn flush_rows(&self, rows: Vec<Row>, meta: StoreMeta) -> Result<FlushOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let stored: i64 = sqlx::query_scalar("SELECT applied_index FROM snapshot_meta WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT applied_index FROM snapshot_meta WHERE id = 1").fetch_one(&mut *tx).await?;
         if stored as u64 >= meta.applied.index {
             tx.rollback().await?;
             return Ok(FlushOutcome::AlreadyAhead { stored: stored as u64 });
@@ -115,11 +108,7 @@ impl DurableStore for SqliteStore {
     fn load_rows(&self) -> BoxStream<'_, Result<StoredRow, StoreError>> {
         sqlx::query_as::<_, (String, i64, String)>("SELECT key, version, value FROM kv_store")
             .fetch(&self.pool)
-            .map_ok(|(key, version, json)| StoredRow {
-                key,
-                version: version as u64,
-                json,
-            })
+            .map_ok(|(key, version, json)| StoredRow { key, version: version as u64, json })
             .map_err(StoreError::from)
             .boxed()
     }

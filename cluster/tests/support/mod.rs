@@ -24,10 +24,7 @@ pub struct Value {
 }
 
 pub fn value(n: u64) -> Value {
-    Value {
-        n,
-        text: format!("value {n}"),
-    }
+    Value { n, text: format!("value {n}") }
 }
 
 /// Fast timings so elections, snapshots and purges happen within a test's patience.
@@ -43,14 +40,8 @@ pub fn fast_tuning() -> StoreTuning {
             snapshot_chunk_bytes: 16 * 1024,
             install_snapshot_timeout_ms: 5_000,
         },
-        proposer: ProposerConfig {
-            write_timeout_ms: 2_000,
-            ..ProposerConfig::default()
-        },
-        flush: FlushConfig {
-            interval_ms: 100,
-            rows_per_statement: 100,
-        },
+        proposer: ProposerConfig { write_timeout_ms: 2_000, ..ProposerConfig::default() },
+        flush: FlushConfig { interval_ms: 100, rows_per_statement: 100 },
     }
 }
 
@@ -65,10 +56,7 @@ pub async fn sqlite_store(dir: &Path) -> Arc<dyn DurableStore> {
     std::fs::create_dir_all(dir).unwrap();
     let url = format!("sqlite://{}", dir.join("store.sqlite").display());
     let store = SqliteStore::connect(&url, 100).await.expect("open sqlite");
-    sqlx::migrate!("../migrations/sqlite")
-        .run(store.pool())
-        .await
-        .expect("sqlite migrations");
+    sqlx::migrate!("../migrations/sqlite").run(store.pool()).await.expect("sqlite migrations");
     Arc::new(store)
 }
 
@@ -84,39 +72,22 @@ impl PgDatabase {
         let admin_url =
             std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
         let name = format!("tessera_test_{}", uuid_like());
-        let admin = sqlx::PgPool::connect(&admin_url)
-            .await
-            .expect("connect to Postgres (is it running?)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create database");
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to Postgres (is it running?)");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
         admin.close().await;
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap_or(admin_url.clone());
-        PgDatabase {
-            url: format!("{base}/{name}"),
-            name,
-            admin_url,
-        }
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url.clone());
+        PgDatabase { url: format!("{base}/{name}"), name, admin_url }
     }
 
     pub async fn store(&self) -> Arc<dyn DurableStore> {
         let store = PgStore::connect(&self.url, 100).await.expect("connect test database");
-        sqlx::migrate!("../migrations/postgres")
-            .run(store.pool())
-            .await
-            .expect("postgres migrations");
+        sqlx::migrate!("../migrations/postgres").run(store.pool()).await.expect("postgres migrations");
         Arc::new(store)
     }
 
     pub async fn drop_database(self) {
         if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&admin)
-                .await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&admin).await;
         }
     }
 }
@@ -151,17 +122,12 @@ pub async fn start_node(
     let peer_addr = listener.local_addr().unwrap();
     let config = NodeConfig {
         node_id: id,
-        info: NodeInfo {
-            peer_addr: peer_addr.to_string(),
-            public_addr: String::new(),
-        },
+        info: NodeInfo { peer_addr: peer_addr.to_string(), public_addr: String::new() },
         data_dir: dir.to_path_buf(),
         cluster_name: "test".into(),
         tuning,
     };
-    let node = ClusterNode::<Value>::start(config, SECRET, store, faults)
-        .await
-        .expect("start node");
+    let node = ClusterNode::<Value>::start(config, SECRET, store, faults).await.expect("start node");
     let service = node.peer_service().clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
@@ -178,13 +144,7 @@ pub async fn start_node(
         })
     });
     let server = rx.recv().unwrap();
-    TestNode {
-        id,
-        node,
-        peer_addr,
-        server,
-        thread: Some(thread),
-    }
+    TestNode { id, node, peer_addr, server, thread: Some(thread) }
 }
 
 impl TestNode {
@@ -214,10 +174,8 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut che
 pub async fn agreed_leader(nodes: &[&TestNode], limit: Duration) -> NodeId {
     let mut leader = 0;
     eventually(limit, "an agreed leader", || {
-        let leaders: Vec<Option<NodeId>> = nodes
-            .iter()
-            .map(|n| n.node.raft().metrics().borrow().current_leader)
-            .collect();
+        let leaders: Vec<Option<NodeId>> =
+            nodes.iter().map(|n| n.node.raft().metrics().borrow().current_leader).collect();
         match leaders[0] {
             Some(l) if leaders.iter().all(|x| *x == Some(l)) && nodes.iter().any(|n| n.id == l) => {
                 leader = l;

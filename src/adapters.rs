@@ -1,0 +1,99 @@
+//! The actors' ports, implemented over the real world: the system clock, the OS CSPRNG and
+//! the replicated store. This module and `startup` are the only places that know both the
+//! domain (`tessera-actors`) and replication (`tessera-cluster`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rand::RngCore;
+use tessera_actors::Record;
+use tessera_actors::domain::Millis;
+use tessera_actors::ports::{Clock, Entropy, ReplicaError, Replicator, Write, WriteOutcome};
+use tessera_cluster::{ClusterNode, ConfirmError, ProposeError, Txn, TxnOutcome};
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+    }
+}
+
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&self, dest: &mut [u8]) {
+        rand::rngs::OsRng.fill_bytes(dest);
+    }
+}
+
+/// The replicated store as the actors see it.
+pub struct ClusterReplicator {
+    node: ClusterNode<Record>,
+    /// Bound on a read-index round trip.
+    confirm_timeout: Duration,
+}
+
+impl ClusterReplicator {
+    pub fn new(node: ClusterNode<Record>, confirm_timeout: Duration) -> ClusterReplicator {
+        ClusterReplicator { node, confirm_timeout }
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> ReplicaError {
+    ReplicaError::Corrupt(e.to_string())
+}
+
+impl Replicator for ClusterReplicator {
+    fn read(&self, key: &str) -> Result<Option<(u64, Record)>, ReplicaError> {
+        Ok(self.node.get(key).map_err(corrupt)?.map(|v| (v.version, v.value)))
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, u64, Record)>, ReplicaError> {
+        Ok(self.node.scan_prefix(prefix).map_err(corrupt)?.into_iter().map(|(k, v)| (k, v.version, v.value)).collect())
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>> {
+        let node = self.node.clone();
+        async move {
+            let mut txn = Txn::<Record>::new();
+            for (key, version) in write.expect {
+                txn = txn.expect(key, version);
+            }
+            for (key, record) in &write.puts {
+                txn = txn.put(key.clone(), record).map_err(corrupt)?;
+            }
+            for key in write.deletes {
+                txn = txn.delete(key);
+            }
+            match node.propose(txn).await {
+                Ok(TxnOutcome::Committed { version }) => Ok(WriteOutcome::Committed { version }),
+                Ok(TxnOutcome::Conflict { key, actual }) => Ok(WriteOutcome::Conflict { key, actual }),
+                Err(ProposeError::NotLeader { .. }) => Err(ReplicaError::NotLeader),
+                Err(e @ (ProposeError::Overloaded | ProposeError::Timeout | ProposeError::Stopped(_))) => {
+                    Err(ReplicaError::Unavailable(e.to_string()))
+                }
+                Err(e @ ProposeError::TooLarge { .. }) => Err(ReplicaError::Corrupt(e.to_string())),
+            }
+        }
+        .boxed()
+    }
+
+    fn confirm_leadership(&self) -> BoxFuture<'static, Result<u64, ReplicaError>> {
+        let node = self.node.clone();
+        let timeout = self.confirm_timeout;
+        async move {
+            node.confirm_leadership(timeout).await.map_err(|e| match e {
+                ConfirmError::NotLeader => ReplicaError::NotLeader,
+                ConfirmError::Unavailable(reason) => ReplicaError::Unavailable(reason),
+            })
+        }
+        .boxed()
+    }
+
+    fn leading_term(&self) -> Option<u64> {
+        let leadership = self.node.leadership();
+        leadership.this_node_leads.then_some(leadership.term)
+    }
+}

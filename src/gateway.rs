@@ -1,0 +1,130 @@
+//! Any node serves any request: the gateway runs a domain command on this node when it leads,
+//! or forwards it — one hop, over the authenticated peer listener — to the node that does.
+//! Clients never see a redirect. With no leader known the answer is 503 + `Retry-After`.
+
+use std::time::Duration;
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use tessera_actors::Record;
+use tessera_actors::Sessions;
+use tessera_actors::domain::{DeviceHash, Email, FamilyId, IpPrefix, RefreshToken, UserId};
+use tessera_actors::protocol::{
+    ActorError, Command, LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, Reply,
+};
+use tessera_cluster::peer::{PeerService, encoded};
+use tessera_cluster::{ClusterNode, PeerError, wire};
+
+/// The peer route that forwarded commands arrive on.
+pub const FORWARD_PATH: &str = "/forward";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No leader is known (an election is running) or it cannot be reached: retry shortly.
+    #[error("no leader available: {0}")]
+    NoLeader(String),
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+    #[error("unexpected reply from the leader")]
+    Protocol,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    node: ClusterNode<Record>,
+    sessions: Sessions,
+    timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(node: ClusterNode<Record>, sessions: Sessions, timeout: Duration) -> Gateway {
+        Gateway { node, sessions, timeout }
+    }
+
+    async fn call(&self, command: Command) -> Result<Reply, GatewayError> {
+        let leadership = self.node.leadership();
+        if leadership.this_node_leads {
+            return Ok(self.sessions.dispatch(command).await);
+        }
+        let Some((leader, Some(info))) = leadership.leader else {
+            return Err(GatewayError::NoLeader("no leader known".into()));
+        };
+        let body = wire::encode(&command).map_err(|_| GatewayError::Protocol)?;
+        let reply =
+            self.node.peer_client().post(leader, &info.peer_addr, FORWARD_PATH, body, self.timeout).await.map_err(
+                |e| match e {
+                    PeerError::Unreachable(..) | PeerError::Network(..) | PeerError::Status { .. } => {
+                        GatewayError::NoLeader(e.to_string())
+                    }
+                },
+            )?;
+        wire::decode(&reply).map_err(|_| GatewayError::Protocol)
+    }
+
+    pub async fn register(
+        &self,
+        user: UserId,
+        email: Email,
+        password_hash: String,
+    ) -> Result<RegisterOutcome, GatewayError> {
+        match self.call(Command::Register { user, email, password_hash }).await? {
+            Reply::Register(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn begin_login(&self, email: Email) -> Result<LoginStart, GatewayError> {
+        match self.call(Command::BeginLogin { email }).await? {
+            Reply::BeginLogin(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn complete_login(
+        &self,
+        user: UserId,
+        credential_version: u32,
+        device: DeviceHash,
+        ip: Option<IpPrefix>,
+    ) -> Result<LoginOutcome, GatewayError> {
+        match self.call(Command::CompleteLogin { user, credential_version, device, ip }).await? {
+            Reply::CompleteLogin(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn refresh(&self, token: RefreshToken, device: DeviceHash) -> Result<RefreshOutcome, GatewayError> {
+        match self.call(Command::Refresh { token, device }).await? {
+            Reply::Refresh(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn logout(&self, user: UserId, family: FamilyId) -> Result<LogoutOutcome, GatewayError> {
+        match self.call(Command::Logout { user, family }).await? {
+            Reply::Logout(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn logout_all(&self, user: UserId) -> Result<usize, GatewayError> {
+        match self.call(Command::LogoutAll { user }).await? {
+            Reply::LogoutAll(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+}
+
+/// The leader side of forwarding: authenticate, decode, run, encode. A node that does not
+/// lead answers the command with `NotLeader` (forwarding is one hop only).
+pub async fn forwarded(
+    peer: web::Data<PeerService>,
+    sessions: web::Data<Sessions>,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    match peer.decode::<Command>(&req, &body) {
+        Ok(command) => encoded(&sessions.dispatch(command).await),
+        Err(response) => response,
+    }
+}

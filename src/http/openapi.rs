@@ -1,0 +1,69 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/openapi.json`. A test checks that every route the server answers is in it.
+
+use actix_web::HttpResponse;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// RFC 9457 problem details, as every error is reported.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: Option<String>,
+    /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`,
+    /// `email_taken`, `not_found`, `temporarily_unavailable`, `server_error`.
+    #[schema(example = "invalid_grant")]
+    pub error: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tessera", description = "Authentication and session server: Argon2id logins, EdDSA access tokens, rotating refresh tokens, on a Raft cluster."),
+    paths(
+        crate::http::auth::register,
+        crate::http::auth::login,
+        crate::http::auth::refresh,
+        crate::http::auth::logout,
+        crate::http::auth::verify,
+        crate::http::auth::verify_head,
+        crate::http::auth::me,
+        crate::http::auth::jwks,
+        crate::http::auth::discovery,
+        crate::http::ops::healthz,
+        crate::http::ops::readyz,
+        crate::http::ops::cluster,
+        crate::http::ops::metrics,
+        openapi_json,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "users", description = "Accounts"),
+        (name = "sessions", description = "Login, refresh-token rotation, logout"),
+        (name = "tokens", description = "Access-token verification and signing keys"),
+        (name = "operations", description = "Health, readiness, cluster state, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

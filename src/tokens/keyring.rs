@@ -1,0 +1,214 @@
+//! Signing keys: created once by the leader, replicated sealed, unsealed in memory on every
+//! node, published as JWKS.
+//!
+//! The private half of each Ed25519 key is sealed with XChaCha20-Poly1305 under the cluster's
+//! key-encryption key (the kid is the associated data, so a sealed key cannot be swapped
+//! under another kid). The Raft log, local snapshots and the snapshot store only ever hold the
+//! sealed form. Every node rebuilds the same key ring from the replica, so every node serves
+//! the identical JWKS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ed25519_dalek::SigningKey as DalekKey;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use parking_lot::{Mutex, RwLock};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tessera_actors::Record;
+use tessera_actors::domain::Millis;
+use tessera_actors::ports::{Entropy, random};
+use tessera_actors::record::{SigningKey, keys};
+use tessera_cluster::{ClusterNode, ProposeError, Txn, TxnOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("signing key {0} does not unseal with this cluster's key-encryption key")]
+    Unseal(String),
+    #[error("replicated store: {0}")]
+    Store(String),
+    #[error("creating the signing key: {0}")]
+    Propose(#[from] ProposeError),
+}
+
+/// A key that can sign (the active one).
+pub struct ActiveKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+}
+
+/// Everything the node knows about signing keys at one moment.
+pub struct Keys {
+    pub active: Option<Arc<ActiveKey>>,
+    pub verifying: HashMap<String, DecodingKey>,
+    /// The JWKS document, rendered once per change.
+    pub jwks: serde_json::Value,
+    /// (kid, version) of every key plus the active pointer's version: what a reload compares.
+    fingerprint: Vec<(String, u64)>,
+}
+
+pub struct KeyRing {
+    kek: [u8; 32],
+    keys: RwLock<Arc<Keys>>,
+    last_reload: Mutex<Option<Instant>>,
+}
+
+/// RFC 7638 JWK thumbprint of an Ed25519 public key.
+pub fn thumbprint(public: &[u8; 32]) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, URL_SAFE_NO_PAD.encode(public));
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn cipher(kek: &[u8; 32]) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(kek.into())
+}
+
+/// A fresh Ed25519 key, sealed for storage.
+pub fn generate(entropy: &dyn Entropy, kek: &[u8; 32], now: Millis) -> SigningKey {
+    let seed: [u8; 32] = random(entropy);
+    let public = DalekKey::from_bytes(&seed).verifying_key().to_bytes();
+    let kid = thumbprint(&public);
+    let nonce: [u8; 24] = random(entropy);
+    let sealed_private = cipher(kek)
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: &seed, aad: kid.as_bytes() })
+        .expect("sealing 32 bytes cannot fail");
+    SigningKey { kid, public, nonce, sealed_private, created_at: now }
+}
+
+fn unseal(kek: &[u8; 32], key: &SigningKey) -> Result<[u8; 32], KeyError> {
+    let seed = cipher(kek)
+        .decrypt(XNonce::from_slice(&key.nonce), Payload { msg: &key.sealed_private, aad: key.kid.as_bytes() })
+        .map_err(|_| KeyError::Unseal(key.kid.clone()))?;
+    let seed: [u8; 32] = seed.try_into().map_err(|_| KeyError::Unseal(key.kid.clone()))?;
+    if DalekKey::from_bytes(&seed).verifying_key().to_bytes() != key.public {
+        return Err(KeyError::Unseal(key.kid.clone()));
+    }
+    Ok(seed)
+}
+
+impl KeyRing {
+    pub fn new(kek: [u8; 32]) -> KeyRing {
+        let empty =
+            Keys { active: None, verifying: HashMap::new(), jwks: json!({ "keys": [] }), fingerprint: Vec::new() };
+        KeyRing { kek, keys: RwLock::new(Arc::new(empty)), last_reload: Mutex::new(None) }
+    }
+
+    pub fn current(&self) -> Arc<Keys> {
+        Arc::clone(&self.keys.read())
+    }
+
+    /// Rebuilds the ring from the local replica if the stored keys changed. Cheap when nothing did.
+    pub fn reload(&self, node: &ClusterNode<Record>) -> Result<(), KeyError> {
+        *self.last_reload.lock() = Some(Instant::now());
+        let store = |e: tessera_cluster::CodecError| KeyError::Store(e.to_string());
+        let stored = node.scan_prefix(keys::SIGNING_KEY_PREFIX).map_err(store)?;
+        let active = node.get(keys::ACTIVE_SIGNING_KEY).map_err(store)?;
+        let mut fingerprint: Vec<(String, u64)> = stored.iter().map(|(k, v)| (k.clone(), v.version)).collect();
+        if let Some(active) = &active {
+            fingerprint.push((keys::ACTIVE_SIGNING_KEY.to_string(), active.version));
+        }
+        if fingerprint == self.keys.read().fingerprint {
+            return Ok(());
+        }
+        let active_kid = match active.map(|v| v.value) {
+            Some(Record::ActiveSigningKey(kid)) => Some(kid),
+            _ => None,
+        };
+        let mut verifying = HashMap::new();
+        let mut published = Vec::new();
+        let mut signing = None;
+        for (_, versioned) in stored {
+            let Record::SigningKey(key) = versioned.value else { continue };
+            if active_kid.as_deref() == Some(key.kid.as_str()) {
+                let seed = unseal(&self.kek, &key)?;
+                signing = Some(Arc::new(ActiveKey { kid: key.kid.clone(), encoding: EncodingKey::from_ed_der(&seed) }));
+            }
+            verifying.insert(key.kid.clone(), DecodingKey::from_ed_der(&key.public));
+            published.push(json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "kid": key.kid,
+                "use": "sig",
+                "alg": "EdDSA",
+                "x": URL_SAFE_NO_PAD.encode(key.public),
+            }));
+        }
+        tracing::info!(keys = published.len(), active = ?active_kid, "signing keys loaded");
+        *self.keys.write() =
+            Arc::new(Keys { active: signing, verifying, jwks: json!({ "keys": published }), fingerprint });
+        Ok(())
+    }
+
+    /// Reloads at most once per `every` (for unknown `kid`s presented by clients).
+    pub fn reload_if_stale(&self, node: &ClusterNode<Record>, every: Duration) {
+        let due = self.last_reload.lock().is_none_or(|at| at.elapsed() >= every);
+        if due && let Err(e) = self.reload(node) {
+            tracing::error!(error = %e, "reloading signing keys failed");
+        }
+    }
+}
+
+/// On the leader: creates the cluster's first signing key if there is none. Exactly one key
+/// wins even if two leaders race (the active pointer is created with an "absent" compare).
+pub async fn ensure_signing_key(
+    node: &ClusterNode<Record>,
+    entropy: &dyn Entropy,
+    kek: &[u8; 32],
+    now: Millis,
+) -> Result<bool, KeyError> {
+    if node.get(keys::ACTIVE_SIGNING_KEY).map_err(|e| KeyError::Store(e.to_string()))?.is_some() {
+        return Ok(false);
+    }
+    let key = generate(entropy, kek, now);
+    let kid = key.kid.clone();
+    let txn = Txn::new()
+        .expect_absent(keys::ACTIVE_SIGNING_KEY)
+        .expect_absent(keys::signing_key(&kid))
+        .put(keys::signing_key(&kid), &Record::SigningKey(key))
+        .and_then(|t| t.put(keys::ACTIVE_SIGNING_KEY, &Record::ActiveSigningKey(kid.clone())))
+        .map_err(|e| KeyError::Store(e.to_string()))?;
+    match node.propose(txn).await? {
+        TxnOutcome::Committed { .. } => {
+            tracing::info!(%kid, "created the cluster's signing key");
+            Ok(true)
+        }
+        TxnOutcome::Conflict { .. } => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl Entropy for Fixed {
+        fn fill(&self, dest: &mut [u8]) {
+            dest.fill(7);
+        }
+    }
+
+    #[test]
+    fn a_sealed_key_opens_only_with_its_kek_and_kid() {
+        let kek = [1u8; 32];
+        let key = generate(&Fixed, &kek, Millis(0));
+        assert_eq!(key.kid, thumbprint(&key.public));
+        assert!(unseal(&kek, &key).is_ok());
+        assert!(unseal(&[2u8; 32], &key).is_err(), "another KEK");
+        let relabelled = SigningKey { kid: "other".into(), ..key.clone() };
+        assert!(unseal(&kek, &relabelled).is_err(), "another kid");
+        assert!(!key.sealed_private.windows(32).any(|w| w == [7u8; 32]), "the seed is not stored in the clear");
+    }
+
+    #[test]
+    fn the_thumbprint_follows_rfc_8037_and_7638() {
+        // RFC 8037 appendix A.3: the thumbprint of the example Ed25519 public key.
+        let x = URL_SAFE_NO_PAD.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
+        let public: [u8; 32] = x.try_into().unwrap();
+        assert_eq!(thumbprint(&public), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+}
