@@ -248,3 +248,31 @@ impl Drop for ChildNode {
         self.kill9();
     }
 }
+
+/// Secrets shared by every node of a test cluster.
+pub fn shared_secrets(settings: &mut Settings) {
+    settings.refresh_pepper = Some(Secret::new("cluster-test-refresh-pepper-0123456789abcdef".into()));
+    settings.key_encryption_key = Some(Secret::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".into()));
+}
+
+/// `n` nodes in this process, forming one cluster with node 1 as the initial leader.
+pub async fn spawn_cluster(n: u64) -> Vec<TestApp> {
+    let mut apps = Vec::new();
+    for id in 1..=n {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(dir.path().join("data"));
+        settings.node_id = id;
+        settings.bootstrap = false;
+        shared_secrets(&mut settings);
+        tessera::telemetry::init(&settings.log, settings.log_format);
+        let node = tokio::task::spawn_blocking(move || Node::start(settings)).await.unwrap().expect("node starts");
+        let address = format!("http://{}", node.public_addr());
+        apps.push(TestApp { node: Some(node), address, client: reqwest::Client::new(), dir });
+    }
+    let members = apps.iter().map(|a| (a.node().cluster().id(), a.node().cluster().info().clone())).collect();
+    assert!(apps[0].node().cluster().initialize(members).await.unwrap());
+    for app in &apps {
+        app.wait_ready().await;
+    }
+    apps
+}
