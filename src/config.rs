@@ -152,6 +152,14 @@ pub struct Settings {
     pub refresh_pepper: Option<Secret>,
     /// Shared by all nodes; 32 bytes, base64url. Seals signing keys in the replicated store.
     pub key_encryption_key: Option<Secret>,
+    /// Bearer token for the admin API (`/v1/admin/…`).
+    pub admin_token: Option<Secret>,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDRs, e.g. `10.0.0.0/8`).
+    /// Everyone else's client address is the socket's.
+    pub trusted_proxies: Vec<String>,
+    pub lockout: LockoutSettings,
+    pub throttle: ThrottleSettings,
+    pub password: PasswordSettings,
     pub tokens: TokenSettings,
     pub sessions: SessionSettings,
     pub argon2: Argon2Settings,
@@ -180,6 +188,11 @@ impl Default for Settings {
             cluster_secret: None,
             refresh_pepper: None,
             key_encryption_key: None,
+            admin_token: None,
+            trusted_proxies: Vec::new(),
+            lockout: LockoutSettings::default(),
+            throttle: ThrottleSettings::default(),
+            password: PasswordSettings::default(),
             tokens: TokenSettings::default(),
             sessions: SessionSettings::default(),
             argon2: Argon2Settings::default(),
@@ -231,6 +244,20 @@ pub struct SessionSettings {
     pub absolute_secs: u64,
     /// Seconds an idle actor stays in memory on the leader.
     pub actor_idle_secs: u64,
+    /// Live sessions allowed per user.
+    pub max_per_user: usize,
+    /// What a login beyond `max_per_user` does.
+    pub over_cap: OverCap,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverCap {
+    /// Revoke the oldest session (default).
+    #[default]
+    EvictOldest,
+    /// Refuse the new login with 409 (not a failed attempt).
+    Deny,
 }
 
 impl Default for SessionSettings {
@@ -240,7 +267,80 @@ impl Default for SessionSettings {
             idle_secs: 7 * 24 * 3600,
             absolute_secs: 30 * 24 * 3600,
             actor_idle_secs: 300,
+            max_per_user: 5,
+            over_cap: OverCap::EvictOldest,
         }
+    }
+}
+
+/// Failed-login delays and lockout, per account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutSettings {
+    /// Consecutive failures that lock the account (1–100).
+    pub threshold: u32,
+    /// Wait after the first failure; it doubles with each further failure up to `max_delay_ms`.
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub lock_secs: u64,
+    /// After this many temporary locks the account stays locked until an administrator
+    /// unlocks it (0: never).
+    pub permanent_after_locks: u32,
+    /// A password check not reported within this time counts as a failure.
+    pub permit_ttl_ms: u64,
+}
+
+impl Default for LockoutSettings {
+    fn default() -> Self {
+        LockoutSettings {
+            threshold: 10,
+            base_delay_ms: 1_000,
+            max_delay_ms: 16_000,
+            lock_secs: 3_600,
+            permanent_after_locks: 0,
+            permit_ttl_ms: 10_000,
+        }
+    }
+}
+
+/// Per-client-network limits (IPv4 /24, IPv6 /64), cluster-wide.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    /// Failed logins per network (across all accounts) per `login_window_secs`.
+    pub login_failures: u32,
+    pub login_window_secs: u64,
+    /// Registration attempts per network per `registration_window_secs`.
+    pub registrations: u32,
+    pub registration_window_secs: u64,
+    pub exempt_loopback: bool,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings {
+            login_failures: 100,
+            login_window_secs: 600,
+            registrations: 20,
+            registration_window_secs: 3_600,
+            exempt_loopback: false,
+        }
+    }
+}
+
+/// Password rules (NIST SP 800-63B style).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordSettings {
+    /// Minimum length in Unicode code points (8 at least; 15 recommended).
+    pub min_length: usize,
+    /// Minimum zxcvbn score, 0–4 (0 turns the guessability check off).
+    pub min_score: u8,
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        PasswordSettings { min_length: 8, min_score: 3 }
     }
 }
 
@@ -342,6 +442,33 @@ impl Settings {
         let s = &self.sessions;
         if s.idle_secs == 0 || s.absolute_secs < s.idle_secs || s.grace_secs > 300 {
             problems.push("sessions: need 0 < idle_secs ≤ absolute_secs and grace_secs ≤ 300".to_string());
+        }
+        let l = &self.lockout;
+        if !(1..=100).contains(&l.threshold) {
+            problems.push("lockout.threshold must be between 1 and 100".to_string());
+        }
+        if l.max_delay_ms < l.base_delay_ms || l.lock_secs == 0 || l.permit_ttl_ms == 0 {
+            problems
+                .push("lockout: need base_delay_ms ≤ max_delay_ms, positive lock_secs and permit_ttl_ms".to_string());
+        }
+        let th = &self.throttle;
+        if th.login_failures == 0
+            || th.registrations == 0
+            || th.login_window_secs == 0
+            || th.registration_window_secs == 0
+        {
+            problems.push("throttle: limits and windows must be positive".to_string());
+        }
+        if self.password.min_length < 8 || self.password.min_length > 64 || self.password.min_score > 4 {
+            problems.push("password: min_length must be 8–64 and min_score 0–4".to_string());
+        }
+        if self.sessions.max_per_user == 0 {
+            problems.push("sessions.max_per_user must be positive".to_string());
+        }
+        for proxy in &self.trusted_proxies {
+            if crate::http::client::Cidr::parse(proxy).is_none() {
+                problems.push(format!("trusted_proxies: {proxy:?} is not an address or CIDR"));
+            }
         }
         let a = &self.argon2;
         if a.memory_kib < 8 * a.parallelism.max(1) || a.iterations == 0 || a.parallelism == 0 || a.queue == 0 {

@@ -26,6 +26,12 @@ pub enum ApiError {
     InvalidToken(&'static str),
     #[error("this email address is already registered")]
     EmailTaken,
+    /// Throttled or locked: the same answer for every reason and every account, known or not.
+    #[error("too many attempts")]
+    TooManyAttempts { retry_after_secs: u64 },
+    /// The account has its maximum number of sessions and the policy is to refuse.
+    #[error("session limit reached")]
+    SessionLimit,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -68,6 +74,8 @@ impl ApiError {
             ApiError::InvalidGrant(_) => (StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid grant"),
             ApiError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", "Invalid token"),
             ApiError::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email already registered"),
+            ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down", "Too many attempts"),
+            ApiError::SessionLimit => (StatusCode::CONFLICT, "session_limit", "Session limit reached"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "Method not allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "Request body too large"),
@@ -86,6 +94,10 @@ impl ApiError {
             ApiError::BadRequest(detail) => Some(detail.clone()),
             ApiError::InvalidGrant(detail) | ApiError::InvalidToken(detail) => Some(detail.to_string()),
             ApiError::EmailTaken => Some("an account with this email address exists".to_string()),
+            ApiError::TooManyAttempts { .. } => Some("too many attempts; retry after the time given".to_string()),
+            ApiError::SessionLimit => {
+                Some("this account has its maximum number of sessions; log out of one first".to_string())
+            }
             ApiError::Unavailable { reason, .. } => Some(reason.clone()),
             ApiError::NotFound
             | ApiError::MethodNotAllowed
@@ -127,6 +139,9 @@ impl ResponseError for ApiError {
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if let ApiError::Unavailable { retry_after, .. } = self {
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+        }
+        if let ApiError::TooManyAttempts { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         if let ApiError::InvalidToken(_) = self {
             response

@@ -10,10 +10,13 @@ use tessera_actors::Record;
 use tessera_actors::Sessions;
 use tessera_actors::domain::{DeviceHash, Email, FamilyId, IpPrefix, RefreshToken, UserId};
 use tessera_actors::protocol::{
-    ActorError, Command, LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, Reply,
+    ActorError, Admission, Command, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome,
+    RegisterOutcome, Reply, UnlockOutcome,
 };
 use tessera_cluster::peer::{PeerService, encoded};
 use tessera_cluster::{ClusterNode, PeerError, wire};
+
+use crate::http::client::ClientInfo;
 
 /// The peer route that forwarded commands arrive on.
 pub const FORWARD_PATH: &str = "/forward";
@@ -61,6 +64,13 @@ impl Gateway {
         wire::decode(&reply).map_err(|_| GatewayError::Protocol)
     }
 
+    pub async fn admit_registration(&self, ip: Option<IpPrefix>) -> Result<Admission, GatewayError> {
+        match self.call(Command::AdmitRegistration { ip }).await? {
+            Reply::AdmitRegistration(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
     pub async fn register(
         &self,
         user: UserId,
@@ -73,8 +83,8 @@ impl Gateway {
         }
     }
 
-    pub async fn begin_login(&self, email: Email) -> Result<LoginStart, GatewayError> {
-        match self.call(Command::BeginLogin { email }).await? {
+    pub async fn begin_login(&self, email: Email, ip: Option<IpPrefix>) -> Result<LoginStart, GatewayError> {
+        match self.call(Command::BeginLogin { email, ip }).await? {
             Reply::BeginLogin(outcome) => Ok(outcome?),
             _ => Err(GatewayError::Protocol),
         }
@@ -82,13 +92,41 @@ impl Gateway {
 
     pub async fn complete_login(
         &self,
-        user: UserId,
+        subject: LoginSubject,
+        permit: u64,
         credential_version: u32,
-        device: DeviceHash,
-        ip: Option<IpPrefix>,
+        client: ClientInfo,
     ) -> Result<LoginOutcome, GatewayError> {
-        match self.call(Command::CompleteLogin { user, credential_version, device, ip }).await? {
+        let command =
+            Command::CompleteLogin { subject, permit, credential_version, device: client.device, ip: client.ip };
+        match self.call(command).await? {
             Reply::CompleteLogin(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn fail_login(
+        &self,
+        subject: LoginSubject,
+        permit: u64,
+        ip: Option<IpPrefix>,
+    ) -> Result<(), GatewayError> {
+        match self.call(Command::FailLogin { subject, permit, ip }).await? {
+            Reply::FailLogin(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn abandon_login(&self, subject: LoginSubject, permit: u64) -> Result<(), GatewayError> {
+        match self.call(Command::AbandonLogin { subject, permit }).await? {
+            Reply::AbandonLogin(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn unlock(&self, user: UserId) -> Result<UnlockOutcome, GatewayError> {
+        match self.call(Command::Unlock { user }).await? {
+            Reply::Unlock(outcome) => Ok(outcome?),
             _ => Err(GatewayError::Protocol),
         }
     }

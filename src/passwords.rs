@@ -108,6 +108,7 @@ impl Passwords {
         let phc = phc.unwrap_or_else(|| self.dummy.clone());
         let hasher = self.hasher.clone();
         self.verifications.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tessera_password_verifications_total").increment(1);
         let matched = self
             .pool
             .run(move || {

@@ -30,6 +30,8 @@ pub struct Secrets {
     pub refresh_pepper: Secret,
     /// Seals signing keys in the replicated store (decoded from base64url).
     pub key_encryption_key: [u8; 32],
+    /// Authenticates the admin API.
+    pub admin_token: Secret,
 }
 
 /// One secret's configuration key and environment variable.
@@ -42,6 +44,7 @@ const SPECS: &[Spec] = &[
     Spec { key: "cluster_secret", env: "TESSERA_CLUSTER_SECRET" },
     Spec { key: "refresh_pepper", env: "TESSERA_REFRESH_PEPPER" },
     Spec { key: "key_encryption_key", env: "TESSERA_KEY_ENCRYPTION_KEY" },
+    Spec { key: "admin_token", env: "TESSERA_ADMIN_TOKEN" },
 ];
 
 fn configured<'a>(settings: &'a Settings, key: &str) -> Option<&'a Secret> {
@@ -49,6 +52,7 @@ fn configured<'a>(settings: &'a Settings, key: &str) -> Option<&'a Secret> {
         "cluster_secret" => settings.cluster_secret.as_ref(),
         "refresh_pepper" => settings.refresh_pepper.as_ref(),
         "key_encryption_key" => settings.key_encryption_key.as_ref(),
+        "admin_token" => settings.admin_token.as_ref(),
         _ => None,
     }
 }
@@ -133,7 +137,12 @@ pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
         path: settings.data_dir.join(FILE),
         reason: "key_encryption_key is not 32 bytes of base64url".into(),
     })?;
-    Ok(Secrets { cluster: take("cluster_secret"), refresh_pepper: take("refresh_pepper"), key_encryption_key: kek })
+    Ok(Secrets {
+        cluster: take("cluster_secret"),
+        refresh_pepper: take("refresh_pepper"),
+        key_encryption_key: kek,
+        admin_token: take("admin_token"),
+    })
 }
 
 fn random_secret() -> String {

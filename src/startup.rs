@@ -18,15 +18,18 @@ use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use tessera_actors::domain::{Pepper, SessionPolicy};
+use tessera_actors::domain::{
+    CapAction, LockoutPolicy, PasswordPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy,
+};
 use tessera_actors::ports::{Clock, Entropy};
-use tessera_actors::{ActorContext, Record, Registry, Sessions};
+use tessera_actors::{ActorContext, Record, Registry, Sessions, ThrottlePolicy};
 use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo};
 use tokio::sync::watch;
 
 use crate::adapters::{ClusterReplicator, OsEntropy, SystemClock};
-use crate::config::Settings;
+use crate::config::{OverCap, Settings};
 use crate::gateway::{self, Gateway};
+use crate::http::client::Cidr;
 use crate::http::{self, AppState};
 use crate::passwords::Passwords;
 use crate::secrets::{self, Secrets};
@@ -219,6 +222,8 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
         absolute: Duration::from_secs(settings.sessions.absolute_secs),
     };
     let confirm_timeout = Duration::from_millis(settings.raft.election_timeout_max_ms);
+    let policies = Policies::from(settings);
+    let proxies: Vec<Cidr> = settings.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
     let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<(ServerHandle, ServerHandle, Arc<Registry>)>>();
     let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
         actix_web::rt::System::new().block_on(async move {
@@ -229,6 +234,9 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 replicator: Arc::new(ClusterReplicator::new(parts.cluster.clone(), confirm_timeout)),
                 pepper: Pepper::new(parts.secrets.refresh_pepper.expose().as_bytes()),
                 sessions: sessions_policy,
+                lockout: policies.lockout,
+                cap: policies.cap,
+                throttle: policies.throttle,
             });
             let registry = Arc::new(Registry::new(cx, arbiters));
             let sessions = Sessions::new(Arc::clone(&registry));
@@ -240,6 +248,9 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 tokens: parts.tokens,
                 clock: parts.clock,
                 entropy: parts.entropy,
+                proxies,
+                password_policy: policies.password,
+                admin_token: parts.secrets.admin_token.clone(),
                 metrics: crate::metrics::handle(),
                 started: Instant::now(),
             });
@@ -282,6 +293,49 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
     })?;
     let (public, peer, registry) = rx.recv().context("http thread died")??;
     Ok(Served { public, peer, registry, thread })
+}
+
+/// The domain's policies, from configuration.
+struct Policies {
+    lockout: LockoutPolicy,
+    cap: SessionCap,
+    throttle: ThrottlePolicy,
+    password: PasswordPolicy,
+}
+
+impl From<&Settings> for Policies {
+    fn from(s: &Settings) -> Policies {
+        let l = &s.lockout;
+        Policies {
+            lockout: LockoutPolicy {
+                threshold: l.threshold,
+                base_delay: Duration::from_millis(l.base_delay_ms),
+                max_delay: Duration::from_millis(l.max_delay_ms),
+                lock: Duration::from_secs(l.lock_secs),
+                permanent_after: (l.permanent_after_locks > 0).then_some(l.permanent_after_locks),
+                permit_ttl: Duration::from_millis(l.permit_ttl_ms),
+            },
+            cap: SessionCap {
+                max: s.sessions.max_per_user,
+                action: match s.sessions.over_cap {
+                    OverCap::EvictOldest => CapAction::EvictOldest,
+                    OverCap::Deny => CapAction::Deny,
+                },
+            },
+            throttle: ThrottlePolicy {
+                login_failures: WindowPolicy {
+                    limit: s.throttle.login_failures,
+                    window: Duration::from_secs(s.throttle.login_window_secs),
+                },
+                registrations: WindowPolicy {
+                    limit: s.throttle.registrations,
+                    window: Duration::from_secs(s.throttle.registration_window_secs),
+                },
+                exempt_loopback: s.throttle.exempt_loopback,
+            },
+            password: PasswordPolicy { min_chars: s.password.min_length, min_score: s.password.min_score },
+        }
+    }
 }
 
 struct Housekeeping {

@@ -79,15 +79,20 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
         .env("TESSERA_REFRESH_PEPPER", "another-secret-value-that-must-never-print")
         .env("TESSERA_KEY_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
         .env("TESSERA_TOKENS__ISSUER", "https://auth.example.com")
+        .env("TESSERA_ADMIN_TOKEN", "an-admin-token-that-must-never-print-0123")
         .env("TESSERA_DATABASE_URL", "postgres://tessera:hunter2@db.internal/tessera")
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("profile = \"prod\""), "{stdout}");
-    for secret in
-        ["a-very-secret-value", "another-secret-value", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "hunter2"]
-    {
+    for secret in [
+        "a-very-secret-value",
+        "another-secret-value",
+        "an-admin-token",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+        "hunter2",
+    ] {
         assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
     }
     assert!(stdout.contains("<redacted>"));
@@ -113,6 +118,7 @@ fn config_check_names_every_problem_and_exits_non_zero() {
         "TESSERA_REFRESH_PEPPER",
         "TESSERA_KEY_ENCRYPTION_KEY",
         "TESSERA_TOKENS__ISSUER",
+        "TESSERA_ADMIN_TOKEN",
     ] {
         assert!(stderr.contains(needle), "{needle} not named in:\n{stderr}");
     }

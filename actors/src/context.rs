@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Pepper, SessionPolicy};
+use crate::domain::{LockoutPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy};
 use crate::ports::{Clock, Entropy, Replicator};
 
 pub struct ActorContext {
@@ -11,4 +11,28 @@ pub struct ActorContext {
     pub replicator: Arc<dyn Replicator>,
     pub pepper: Pepper,
     pub sessions: SessionPolicy,
+    pub lockout: LockoutPolicy,
+    pub cap: SessionCap,
+    pub throttle: ThrottlePolicy,
+}
+
+/// Per-network limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ThrottlePolicy {
+    /// Failed logins per client network, across all accounts.
+    pub login_failures: WindowPolicy,
+    /// Registration attempts per client network.
+    pub registrations: WindowPolicy,
+    /// Whether loopback clients are exempt (they are not by default).
+    pub exempt_loopback: bool,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        ThrottlePolicy {
+            login_failures: WindowPolicy { limit: 100, window: std::time::Duration::from_secs(600) },
+            registrations: WindowPolicy { limit: 20, window: std::time::Duration::from_secs(3600) },
+            exempt_loopback: false,
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //!
 //! Nothing here knows openraft or HTTP.
 
+pub mod client_actor;
 pub mod context;
 pub mod domain;
 pub mod family_actor;
@@ -20,8 +21,9 @@ pub mod protocol;
 pub mod record;
 pub mod registry;
 pub mod service;
+pub mod unknown;
 
-pub use context::ActorContext;
+pub use context::{ActorContext, ThrottlePolicy};
 pub use record::Record;
 pub use registry::Registry;
 pub use service::Sessions;

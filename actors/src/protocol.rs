@@ -25,25 +25,40 @@ pub enum RegisterOutcome {
     EmailTaken,
 }
 
-/// The first half of a login: what the edge verifies the password against.
+/// Whether a client network may do something now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Admission {
+    Allowed,
+    Throttled { retry_after_secs: u64 },
+}
+
+/// Whose password a login checks: an account, or an address with no account (which gets
+/// the same treatment, so the two cannot be told apart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginSubject {
+    Account(UserId),
+    Unknown(Email),
+}
+
+/// The first half of a login.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoginStart {
-    Proceed {
-        user: UserId,
-        password_hash: String,
-        credential_version: u32,
-    },
-    /// No such account. The edge still verifies against a dummy hash, so this looks and takes
-    /// the same as a wrong password.
-    Unknown,
+    /// Verify the password under `permit`, against `password_hash` (a dummy hash when there
+    /// is none), then report the result.
+    Permit { subject: LoginSubject, permit: u64, password_hash: Option<String>, credential_version: u32 },
+    /// Not now: too soon after a failure, locked, or the client network is throttled. The same
+    /// answer whatever the reason and whether or not the account exists.
+    Wait { retry_after_secs: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoginOutcome {
     Opened(SessionGrant),
-    /// The verified credential is no longer current, or the account is disabled. Answered
-    /// exactly like a wrong password.
+    /// The permit expired, the verified credential is no longer current, or the account is
+    /// disabled. Answered exactly like a wrong password.
     Rejected,
+    /// The session cap is reached and its policy is to refuse (not a failed attempt).
+    CapReached,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +79,13 @@ pub enum LogoutOutcome {
     AlreadyLoggedOut,
     /// No such session for this user.
     NotFound,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnlockOutcome {
+    Unlocked,
+    WasNotLocked,
+    NoSuchUser,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -99,21 +121,61 @@ impl From<actix::MailboxError> for ActorError {
 /// A request forwarded from a follower to the leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
-    Register { user: UserId, email: Email, password_hash: String },
-    BeginLogin { email: Email },
-    CompleteLogin { user: UserId, credential_version: u32, device: DeviceHash, ip: Option<IpPrefix> },
-    Refresh { token: RefreshToken, device: DeviceHash },
-    Logout { user: UserId, family: FamilyId },
-    LogoutAll { user: UserId },
+    AdmitRegistration {
+        ip: Option<IpPrefix>,
+    },
+    Register {
+        user: UserId,
+        email: Email,
+        password_hash: String,
+    },
+    BeginLogin {
+        email: Email,
+        ip: Option<IpPrefix>,
+    },
+    CompleteLogin {
+        subject: LoginSubject,
+        permit: u64,
+        credential_version: u32,
+        device: DeviceHash,
+        ip: Option<IpPrefix>,
+    },
+    FailLogin {
+        subject: LoginSubject,
+        permit: u64,
+        ip: Option<IpPrefix>,
+    },
+    AbandonLogin {
+        subject: LoginSubject,
+        permit: u64,
+    },
+    Refresh {
+        token: RefreshToken,
+        device: DeviceHash,
+    },
+    Logout {
+        user: UserId,
+        family: FamilyId,
+    },
+    LogoutAll {
+        user: UserId,
+    },
+    Unlock {
+        user: UserId,
+    },
 }
 
 /// The leader's answer to a forwarded [`Command`], variant for variant.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Reply {
+    AdmitRegistration(Result<Admission, ActorError>),
     Register(Result<RegisterOutcome, ActorError>),
     BeginLogin(Result<LoginStart, ActorError>),
     CompleteLogin(Result<LoginOutcome, ActorError>),
+    FailLogin(Result<(), ActorError>),
+    AbandonLogin(Result<(), ActorError>),
     Refresh(Result<RefreshOutcome, ActorError>),
     Logout(Result<LogoutOutcome, ActorError>),
     LogoutAll(Result<usize, ActorError>),
+    Unlock(Result<UnlockOutcome, ActorError>),
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Family, FamilyId, Identity, Millis, UserId};
+use crate::domain::{Family, FamilyId, Identity, LoginGuard, Millis, UserId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -24,6 +24,8 @@ pub enum Record {
     SigningKey(SigningKey),
     /// `signing/active` → the kid new access tokens are signed with.
     ActiveSigningKey(String),
+    /// `guard/{user_id}` → failed attempts, permits in flight, lock state.
+    LoginGuard(LoginGuard),
 }
 
 /// An Ed25519 signing key. The private half is sealed (XChaCha20-Poly1305 under the cluster
@@ -51,6 +53,10 @@ pub mod keys {
 
     pub fn email(email: &crate::domain::Email) -> String {
         format!("email/{email}")
+    }
+
+    pub fn guard(id: UserId) -> String {
+        format!("guard/{id}")
     }
 
     pub fn family(id: FamilyId) -> String {

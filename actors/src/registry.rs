@@ -18,12 +18,17 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use parking_lot::Mutex;
 
+use crate::client_actor::ClientAddr;
 use crate::context::ActorContext;
-use crate::domain::{FamilyId, UserId};
+use crate::domain::{FamilyId, IpPrefix, UserId};
 use crate::family_actor::SessionFamily;
-use crate::identity_actor::IdentityActor;
+use crate::identity_actor::{self, IdentityActor};
 use crate::protocol::ActorError;
 use crate::record::{Record, keys};
+use crate::unknown::UnknownLogins;
+
+/// Unknown email addresses tracked at once (each costs a few dozen bytes).
+const UNKNOWN_CAPACITY: usize = 100_000;
 
 struct Slot<A: Actor> {
     addr: Addr<A>,
@@ -35,6 +40,8 @@ pub struct Registry {
     arbiters: Vec<ArbiterHandle>,
     families: Mutex<HashMap<FamilyId, Slot<SessionFamily>>>,
     identities: Mutex<HashMap<UserId, Slot<IdentityActor>>>,
+    clients: Mutex<HashMap<IpPrefix, Slot<ClientAddr>>>,
+    unknown: UnknownLogins,
     /// The term in which leadership was last confirmed.
     confirmed: Mutex<Option<u64>>,
     /// One confirmation round trip at a time; the others wait for its result.
@@ -46,6 +53,7 @@ pub struct Registry {
 pub struct ActorCounts {
     pub identities: usize,
     pub families: usize,
+    pub clients: usize,
 }
 
 fn place<K: Hash>(key: &K, arbiters: &[ArbiterHandle]) -> ArbiterHandle {
@@ -63,6 +71,8 @@ impl Registry {
             arbiters,
             families: Mutex::default(),
             identities: Mutex::default(),
+            clients: Mutex::default(),
+            unknown: UnknownLogins::new(UNKNOWN_CAPACITY),
             confirmed: Mutex::new(None),
             confirming: futures::lock::Mutex::new(()),
         }
@@ -94,6 +104,13 @@ impl Registry {
     pub fn drop_all(&self) {
         self.families.lock().clear();
         self.identities.lock().clear();
+        self.clients.lock().clear();
+        self.unknown.clear();
+    }
+
+    /// Guards of email addresses without an account (leader memory only).
+    pub fn unknown_logins(&self) -> &UnknownLogins {
+        &self.unknown
     }
 
     /// Called when this node stops leading.
@@ -118,21 +135,34 @@ impl Registry {
     /// The actor of identity `user`, activated from the replica if needed.
     pub async fn identity(&self, user: UserId) -> Result<Option<Addr<IdentityActor>>, ActorError> {
         self.ensure_leading().await?;
-        activate(&self.identities, user, &self.arbiters, || match self.cx.replicator.read(&keys::user(user))? {
-            Some((version, Record::Identity(identity))) => {
-                let cx = Arc::clone(&self.cx);
-                Ok(Some(move || IdentityActor::new(user, identity, version, cx)))
-            }
-            Some((_, other)) => Err(ActorError::Corrupt(format!("user/{user} holds {other:?}"))),
-            None => Ok(None),
+        activate(&self.identities, user, &self.arbiters, || {
+            let cx = Arc::clone(&self.cx);
+            Ok(identity_actor::load(&self.cx, user)?.map(|state| move || IdentityActor::new(user, state, cx)))
         })
     }
 
+    /// The actor of client network `prefix` (state starts empty; it lives in memory only).
+    pub async fn client(&self, prefix: IpPrefix) -> Result<Addr<ClientAddr>, ActorError> {
+        self.ensure_leading().await?;
+        let cx = Arc::clone(&self.cx);
+        let addr = activate(&self.clients, prefix, &self.arbiters, || Ok(Some(move || ClientAddr::new(cx))))?;
+        Ok(addr.expect("client actors always activate"))
+    }
+
     /// Stops actors unused for `idle` (dropping the last address stops an actor once its
-    /// mailbox is empty).
+    /// mailbox is empty). Client-network actors stay until their longest window has passed,
+    /// so passivation never forgives a throttled network early.
     pub fn passivate_idle(&self, idle: Duration) -> usize {
         let now = Instant::now();
+        let throttle = self.cx.throttle;
+        let client_idle = idle.max(throttle.login_failures.window).max(throttle.registrations.window);
         let mut dropped = 0;
+        {
+            let mut clients = self.clients.lock();
+            let before = clients.len();
+            clients.retain(|_, slot| now.duration_since(slot.last_used) < client_idle);
+            dropped += before - clients.len();
+        }
         {
             let mut families = self.families.lock();
             let before = families.len();
@@ -146,7 +176,11 @@ impl Registry {
     }
 
     pub fn counts(&self) -> ActorCounts {
-        ActorCounts { identities: self.identities.lock().len(), families: self.families.lock().len() }
+        ActorCounts {
+            identities: self.identities.lock().len(),
+            families: self.families.lock().len(),
+            clients: self.clients.lock().len(),
+        }
     }
 }
 

@@ -4,12 +4,16 @@
 
 use std::sync::Arc;
 
-use crate::domain::{DeviceHash, Email, FamilyId, Identity, IpPrefix, RefreshToken, RevokeReason, UserId};
+use crate::client_actor::{AdmitRegistration, CheckLogin, RecordLoginFailure};
+use crate::domain::{
+    Attempt, DeviceHash, Email, FamilyId, Identity, IpPrefix, PermitVerdict, RefreshToken, RevokeReason, UserId,
+};
 use crate::family_actor::{Refresh, Revoke};
-use crate::identity_actor::{BeginLogin, CompleteLogin};
+use crate::identity_actor::{CompleteLogin, FailLogin, RequestPermit, Unlock, wait_for};
 use crate::ports::{Write, WriteOutcome};
 use crate::protocol::{
-    ActorError, Command, LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, Reply,
+    ActorError, Admission, Command, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome,
+    RegisterOutcome, Reply, UnlockOutcome,
 };
 use crate::record::{Record, keys};
 use crate::registry::Registry;
@@ -26,6 +30,20 @@ impl Sessions {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The client network limits apply to, if any (loopback may be exempt).
+    fn limited(&self, ip: Option<IpPrefix>) -> Option<IpPrefix> {
+        let exempt = self.registry.context().throttle.exempt_loopback;
+        ip.filter(|prefix| !(exempt && prefix.is_loopback()))
+    }
+
+    /// Counts a registration attempt from `ip` against its network's limit.
+    pub async fn admit_registration(&self, ip: Option<IpPrefix>) -> Result<Admission, ActorError> {
+        match self.limited(ip) {
+            Some(prefix) => Ok(self.registry.client(prefix).await?.send(AdmitRegistration).await?),
+            None => Ok(Admission::Allowed),
+        }
     }
 
     /// Creates an identity. Nothing exists yet to serialize on, so this is a plain
@@ -51,30 +69,99 @@ impl Sessions {
         }
     }
 
-    /// Looks the account up and returns what to verify the password against.
-    pub async fn begin_login(&self, email: Email) -> Result<LoginStart, ActorError> {
+    /// Asks for a permit to check a password for `email`. Unknown addresses get the same
+    /// treatment as accounts (see `unknown`).
+    pub async fn begin_login(&self, email: Email, ip: Option<IpPrefix>) -> Result<LoginStart, ActorError> {
         self.registry.ensure_leading().await?;
-        let Some(user) = self.user_of(&email)? else {
-            return Ok(LoginStart::Unknown);
-        };
-        match self.registry.identity(user).await? {
-            Some(actor) => actor.send(BeginLogin).await?,
-            None => Ok(LoginStart::Unknown),
+        if let Some(prefix) = self.limited(ip)
+            && let Admission::Throttled { retry_after_secs } =
+                self.registry.client(prefix).await?.send(CheckLogin).await?
+        {
+            return Ok(LoginStart::Wait { retry_after_secs });
         }
+        if let Some(user) = self.user_of(&email)?
+            && let Some(actor) = self.registry.identity(user).await?
+        {
+            return actor.send(RequestPermit).await?;
+        }
+        let cx = self.registry.context();
+        let now = cx.clock.now();
+        let verdict = self.registry.unknown_logins().request_permit(&email, now, &cx.lockout);
+        if let Some(wait) = wait_for(&verdict, now, cx) {
+            return Ok(wait);
+        }
+        let PermitVerdict::Granted { permit, .. } = verdict else { unreachable!("handled above") };
+        Ok(LoginStart::Permit {
+            subject: LoginSubject::Unknown(email),
+            permit,
+            password_hash: None,
+            credential_version: 0,
+        })
     }
 
-    /// Opens a session after the edge verified `credential_version`'s password.
+    /// The password checked under `permit` was right: open a session (or refuse, see
+    /// [`LoginOutcome`]). A refusal counts against the client network like a failure.
     pub async fn complete_login(
         &self,
-        user: UserId,
+        subject: LoginSubject,
+        permit: u64,
         credential_version: u32,
         device: DeviceHash,
         ip: Option<IpPrefix>,
     ) -> Result<LoginOutcome, ActorError> {
-        match self.registry.identity(user).await? {
-            Some(actor) => actor.send(CompleteLogin { credential_version, device, ip }).await?,
-            None => Ok(LoginOutcome::Rejected),
+        let outcome = match subject {
+            LoginSubject::Account(user) => match self.registry.identity(user).await? {
+                Some(actor) => actor.send(CompleteLogin { permit, credential_version, device, ip }).await??,
+                None => LoginOutcome::Rejected,
+            },
+            // No password matches an address without an account.
+            LoginSubject::Unknown(email) => {
+                self.report_unknown(&email, permit, Attempt::Failed).await?;
+                LoginOutcome::Rejected
+            }
+        };
+        if outcome == LoginOutcome::Rejected {
+            self.record_network_failure(ip).await?;
         }
+        Ok(outcome)
+    }
+
+    /// The password checked under `permit` was wrong.
+    pub async fn fail_login(&self, subject: LoginSubject, permit: u64, ip: Option<IpPrefix>) -> Result<(), ActorError> {
+        self.report(subject, permit, Attempt::Failed).await?;
+        self.record_network_failure(ip).await
+    }
+
+    /// The password was never checked under `permit` (this node could not hash it): the
+    /// permit is returned and nothing is counted.
+    pub async fn abandon_login(&self, subject: LoginSubject, permit: u64) -> Result<(), ActorError> {
+        self.report(subject, permit, Attempt::Abandoned).await
+    }
+
+    async fn report(&self, subject: LoginSubject, permit: u64, attempt: Attempt) -> Result<(), ActorError> {
+        match subject {
+            LoginSubject::Account(user) => {
+                if let Some(actor) = self.registry.identity(user).await? {
+                    actor.send(FailLogin { permit, attempt }).await??;
+                }
+                Ok(())
+            }
+            LoginSubject::Unknown(email) => self.report_unknown(&email, permit, attempt).await,
+        }
+    }
+
+    async fn report_unknown(&self, email: &Email, permit: u64, attempt: Attempt) -> Result<(), ActorError> {
+        self.registry.ensure_leading().await?;
+        let cx = self.registry.context();
+        self.registry.unknown_logins().report(email, permit, attempt, cx.clock.now(), &cx.lockout);
+        Ok(())
+    }
+
+    async fn record_network_failure(&self, ip: Option<IpPrefix>) -> Result<(), ActorError> {
+        if let Some(prefix) = self.limited(ip) {
+            self.registry.client(prefix).await?.send(RecordLoginFailure).await?;
+        }
+        Ok(())
     }
 
     pub async fn refresh(&self, token: RefreshToken, device: DeviceHash) -> Result<RefreshOutcome, ActorError> {
@@ -112,6 +199,16 @@ impl Sessions {
         Ok(revoked)
     }
 
+    /// Clears an account's failures and locks (administrator).
+    pub async fn unlock(&self, user: UserId) -> Result<UnlockOutcome, ActorError> {
+        match self.registry.identity(user).await? {
+            Some(actor) => {
+                Ok(if actor.send(Unlock).await?? { UnlockOutcome::Unlocked } else { UnlockOutcome::WasNotLocked })
+            }
+            None => Ok(UnlockOutcome::NoSuchUser),
+        }
+    }
+
     fn user_of(&self, email: &Email) -> Result<Option<UserId>, ActorError> {
         match self.registry.context().replicator.read(&keys::email(email))? {
             Some((_, Record::EmailIndex(user))) => Ok(Some(user)),
@@ -123,16 +220,20 @@ impl Sessions {
     /// Runs a forwarded command.
     pub async fn dispatch(&self, command: Command) -> Reply {
         match command {
+            Command::AdmitRegistration { ip } => Reply::AdmitRegistration(self.admit_registration(ip).await),
             Command::Register { user, email, password_hash } => {
                 Reply::Register(self.register(user, email, password_hash).await)
             }
-            Command::BeginLogin { email } => Reply::BeginLogin(self.begin_login(email).await),
-            Command::CompleteLogin { user, credential_version, device, ip } => {
-                Reply::CompleteLogin(self.complete_login(user, credential_version, device, ip).await)
+            Command::BeginLogin { email, ip } => Reply::BeginLogin(self.begin_login(email, ip).await),
+            Command::CompleteLogin { subject, permit, credential_version, device, ip } => {
+                Reply::CompleteLogin(self.complete_login(subject, permit, credential_version, device, ip).await)
             }
+            Command::FailLogin { subject, permit, ip } => Reply::FailLogin(self.fail_login(subject, permit, ip).await),
+            Command::AbandonLogin { subject, permit } => Reply::AbandonLogin(self.abandon_login(subject, permit).await),
             Command::Refresh { token, device } => Reply::Refresh(self.refresh(token, device).await),
             Command::Logout { user, family } => Reply::Logout(self.logout(user, family).await),
             Command::LogoutAll { user } => Reply::LogoutAll(self.logout_all(user).await),
+            Command::Unlock { user } => Reply::Unlock(self.unlock(user).await),
         }
     }
 }

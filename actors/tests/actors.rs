@@ -10,11 +10,22 @@ use support::*;
 use tessera_actors::domain::{DeviceHash, Email, RefreshToken, UserId};
 use tessera_actors::ports::Write;
 use tessera_actors::protocol::{
-    ActorError, LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, SessionGrant,
+    ActorError, Admission, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome, RegisterOutcome,
+    SessionGrant,
 };
 use tessera_actors::record::{Record, keys};
 
 const PHONE: DeviceHash = DeviceHash([1; 16]);
+
+/// Logs `email` in (the password is taken to be right) and returns the outcome.
+async fn login(world: &World, email: &Email) -> LoginOutcome {
+    match world.sessions.begin_login(email.clone(), None).await.unwrap() {
+        LoginStart::Permit { subject, permit, credential_version, .. } => {
+            world.sessions.complete_login(subject, permit, credential_version, PHONE, None).await.unwrap()
+        }
+        LoginStart::Wait { retry_after_secs } => panic!("told to wait {retry_after_secs}s"),
+    }
+}
 
 async fn registered_session(world: &World) -> SessionGrant {
     let user = UserId::from_random([9; 16]);
@@ -23,12 +34,9 @@ async fn registered_session(world: &World) -> SessionGrant {
         world.sessions.register(user, email.clone(), "$argon2id$x".into()).await.unwrap(),
         RegisterOutcome::Registered
     );
-    let LoginStart::Proceed { credential_version, .. } = world.sessions.begin_login(email).await.unwrap() else {
-        panic!("registered user is known")
-    };
-    match world.sessions.complete_login(user, credential_version, PHONE, None).await.unwrap() {
+    match login(world, &email).await {
         LoginOutcome::Opened(grant) => grant,
-        LoginOutcome::Rejected => panic!("login rejected"),
+        other => panic!("login: {other:?}"),
     }
 }
 
@@ -124,29 +132,45 @@ async fn concurrent_registrations_of_one_email_give_exactly_one_account() {
 }
 
 #[actix_rt::test]
-async fn a_login_against_a_replaced_credential_is_rejected() {
+async fn a_success_against_a_replaced_credential_is_rejected_and_counts_as_a_failure() {
     let world = world();
     let user = UserId::from_random([3; 16]);
     let email = Email::parse("carol@example.com").unwrap();
     world.sessions.register(user, email.clone(), "$argon2id$old".into()).await.unwrap();
-    let LoginStart::Proceed { credential_version, .. } = world.sessions.begin_login(email).await.unwrap() else {
+    let LoginStart::Permit { subject, permit, credential_version, .. } =
+        world.sessions.begin_login(email.clone(), None).await.unwrap()
+    else {
         panic!()
     };
-    assert_eq!(
-        world.sessions.complete_login(user, credential_version + 1, PHONE, None).await.unwrap(),
-        LoginOutcome::Rejected
-    );
-    assert!(matches!(
-        world.sessions.complete_login(user, credential_version, PHONE, None).await.unwrap(),
-        LoginOutcome::Opened(_)
-    ));
+    let outcome = world.sessions.complete_login(subject, permit, credential_version + 1, PHONE, None).await;
+    assert_eq!(outcome.unwrap(), LoginOutcome::Rejected);
+    assert_eq!(world.sessions.begin_login(email, None).await.unwrap(), LoginStart::Wait { retry_after_secs: 1 });
+}
+
+#[actix_rt::test]
+async fn a_permit_is_good_for_one_report_only() {
+    let world = world();
+    registered_session(&world).await;
+    let email = Email::parse("alice@example.com").unwrap();
+    let LoginStart::Permit { subject, permit, credential_version, .. } =
+        world.sessions.begin_login(email, None).await.unwrap()
+    else {
+        panic!()
+    };
+    let first = world.sessions.complete_login(subject.clone(), permit, credential_version, PHONE, None).await;
+    assert!(matches!(first.unwrap(), LoginOutcome::Opened(_)));
+    let again = world.sessions.complete_login(subject, permit, credential_version, PHONE, None).await;
+    assert_eq!(again.unwrap(), LoginOutcome::Rejected);
 }
 
 #[actix_rt::test]
 async fn unknown_accounts_and_families_are_answered_without_activating_anything() {
     let world = world();
     let unknown = Email::parse("nobody@example.com").unwrap();
-    assert_eq!(world.sessions.begin_login(unknown).await.unwrap(), LoginStart::Unknown);
+    assert!(matches!(
+        world.sessions.begin_login(unknown, None).await.unwrap(),
+        LoginStart::Permit { password_hash: None, .. }
+    ));
     let forged =
         pepper().issue(tessera_actors::domain::FamilyId([4; 16]), tessera_actors::domain::Generation(1), &[0; 16]);
     assert_eq!(world.sessions.refresh(forged, PHONE).await.unwrap(), RefreshOutcome::Invalid);
@@ -157,7 +181,7 @@ async fn unknown_accounts_and_families_are_answered_without_activating_anything(
 async fn logout_is_for_the_owner_only_and_logout_all_revokes_every_session() {
     let world = world();
     let first = registered_session(&world).await;
-    let LoginOutcome::Opened(second) = world.sessions.complete_login(first.user, 1, PHONE, None).await.unwrap() else {
+    let LoginOutcome::Opened(second) = login(&world, &Email::parse("alice@example.com").unwrap()).await else {
         panic!()
     };
     let stranger = UserId::from_random([8; 16]);
@@ -182,4 +206,113 @@ async fn a_node_that_does_not_lead_refuses_and_a_new_term_reloads_every_actor() 
     assert_eq!(world.store.confirmations.load(Ordering::SeqCst), 2);
     assert_eq!(world.sessions.registry().counts().identities, 0, "the new term dropped the old actors");
     assert_eq!(world.sessions.registry().passivate_idle(Duration::ZERO), 1, "only the family was activated since");
+}
+
+#[actix_rt::test]
+async fn concurrent_attempts_never_get_more_permits_than_the_threshold() {
+    let world = world();
+    let email = Email::parse("target@example.com").unwrap();
+    world.sessions.register(UserId::from_random([6; 16]), email.clone(), "$argon2id$x".into()).await.unwrap();
+    let attempts = (0..200).map(|_| world.sessions.begin_login(email.clone(), None));
+    let starts = futures::future::join_all(attempts).await;
+    let permits: Vec<(LoginSubject, u64)> = starts
+        .iter()
+        .filter_map(|s| match s.as_ref().unwrap() {
+            LoginStart::Permit { subject, permit, .. } => Some((subject.clone(), *permit)),
+            LoginStart::Wait { .. } => None,
+        })
+        .collect();
+    assert_eq!(permits.len(), 10, "the threshold, however many ask at once");
+    for (subject, permit) in permits {
+        world.sessions.fail_login(subject, permit, None).await.unwrap();
+    }
+    // Locked: even the right password is not checked.
+    assert_eq!(world.sessions.begin_login(email, None).await.unwrap(), LoginStart::Wait { retry_after_secs: 3600 });
+}
+
+#[actix_rt::test]
+async fn an_unknown_address_is_answered_exactly_like_an_account() {
+    let world = world();
+    let known = Email::parse("known@example.com").unwrap();
+    world.sessions.register(UserId::from_random([7; 16]), known.clone(), "$argon2id$x".into()).await.unwrap();
+    let unknown = Email::parse("unknown@example.com").unwrap();
+    let mut transcripts = Vec::new();
+    for email in [known, unknown] {
+        let mut transcript = Vec::new();
+        for step in 0..26 {
+            let start = world.sessions.begin_login(email.clone(), None).await.unwrap();
+            match &start {
+                LoginStart::Permit { subject, permit, .. } => {
+                    transcript.push("permit".to_string());
+                    world.sessions.fail_login(subject.clone(), *permit, None).await.unwrap();
+                }
+                LoginStart::Wait { retry_after_secs } => transcript.push(format!("wait {retry_after_secs}")),
+            }
+            if step % 2 == 1 {
+                world.clock.advance(Duration::from_secs(20));
+            }
+        }
+        transcripts.push(transcript);
+        world.clock.advance(Duration::from_secs(7200));
+    }
+    assert_eq!(transcripts[0], transcripts[1]);
+    assert!(transcripts[0].iter().any(|t| t == "wait 3600"), "{:?}", transcripts[0]);
+}
+
+#[actix_rt::test]
+async fn the_session_cap_evicts_the_oldest_or_refuses() {
+    let world = world_with(|cx| cx.cap = tessera_actors::domain::SessionCap { max: 3, ..Default::default() });
+    let first = registered_session(&world).await;
+    let email = Email::parse("alice@example.com").unwrap();
+    let mut grants = vec![first];
+    for _ in 0..4 {
+        world.clock.advance(Duration::from_secs(1));
+        let LoginOutcome::Opened(grant) = login(&world, &email).await else { panic!() };
+        grants.push(grant);
+    }
+    let live: Vec<bool> = grants
+        .iter()
+        .map(|g| match world.store.data.lock().get(&keys::family(g.family)) {
+            Some((_, Record::Family(f))) => f.revoked.is_none(),
+            _ => false,
+        })
+        .collect();
+    assert_eq!(live, vec![false, false, true, true, true], "the two oldest were evicted");
+
+    let deny = world_with(|cx| {
+        cx.cap = tessera_actors::domain::SessionCap { max: 1, action: tessera_actors::domain::CapAction::Deny }
+    });
+    registered_session(&deny).await;
+    assert_eq!(login(&deny, &email).await, LoginOutcome::CapReached);
+    // A refusal by policy is not a failed attempt: the next attempt is not delayed.
+    assert!(matches!(deny.sessions.begin_login(email, None).await.unwrap(), LoginStart::Permit { .. }));
+}
+
+#[actix_rt::test]
+async fn a_network_with_too_many_failures_is_throttled_for_every_account() {
+    use tessera_actors::domain::{IpPrefix, WindowPolicy};
+    let world =
+        world_with(|cx| cx.throttle.login_failures = WindowPolicy { limit: 3, window: Duration::from_secs(600) });
+    let ip = Some(IpPrefix::V4([198, 51, 100]));
+    for i in 0..3 {
+        let email = Email::parse(&format!("victim{i}@example.com")).unwrap();
+        let LoginStart::Permit { subject, permit, .. } = world.sessions.begin_login(email, ip).await.unwrap() else {
+            panic!()
+        };
+        world.sessions.fail_login(subject, permit, ip).await.unwrap();
+    }
+    let fresh = Email::parse("untouched@example.com").unwrap();
+    assert!(matches!(world.sessions.begin_login(fresh.clone(), ip).await.unwrap(), LoginStart::Wait { .. }));
+    let other_network = Some(IpPrefix::V4([198, 51, 101]));
+    assert!(matches!(world.sessions.begin_login(fresh, other_network).await.unwrap(), LoginStart::Permit { .. }));
+
+    let registrations =
+        world_with(|cx| cx.throttle.registrations = WindowPolicy { limit: 2, window: Duration::from_secs(3600) });
+    let outcomes: Vec<Admission> =
+        futures::future::join_all((0..3).map(|_| registrations.sessions.admit_registration(ip)))
+            .await
+            .into_iter()
+            .map(|a| a.unwrap())
+            .collect();
+    assert_eq!(outcomes.iter().filter(|a| **a == Admission::Allowed).count(), 2);
 }

@@ -9,10 +9,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tessera_actors::Record;
-use tessera_actors::domain::{Email, RefreshToken, UserId};
+use tessera_actors::domain::{Email, RefreshToken, UserId, password};
 use tessera_actors::ports::random;
 use tessera_actors::protocol::{
-    LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, SessionGrant,
+    Admission, LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, SessionGrant, UnlockOutcome,
 };
 use tessera_actors::record::keys;
 use utoipa::{IntoParams, ToSchema};
@@ -21,12 +21,6 @@ use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::client::{ClientInfo, authenticate};
 use crate::tokens::AccessClaims;
-
-/// Password length bounds, in Unicode code points.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-pub const MAX_PASSWORD_CHARS: usize = 256;
-/// Checked before counting characters, so a huge body costs nothing.
-const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// One answer for every credential failure: unknown email, wrong password, disabled account.
 const BAD_CREDENTIALS: &str = "invalid email or password";
@@ -79,32 +73,14 @@ pub struct Me {
     pub created_at: u64,
 }
 
-/// Validated credentials.
-struct Parsed {
-    email: Email,
-    password: SecretString,
+fn email(raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-fn password(raw: String) -> Result<SecretString, ApiError> {
-    if raw.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::BadRequest(format!("password must be at most {MAX_PASSWORD_CHARS} characters")));
-    }
-    let chars = raw.chars().count();
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
-        return Err(ApiError::BadRequest(format!(
-            "password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
-        )));
-    }
+/// A password within the size bounds (checked before anything is hashed).
+fn bounded(raw: String) -> Result<SecretString, ApiError> {
+    password::within_bounds(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(SecretString::from(raw))
-}
-
-impl TryFrom<Credentials> for Parsed {
-    type Error = ApiError;
-
-    fn try_from(body: Credentials) -> Result<Parsed, ApiError> {
-        let email = Email::parse(&body.email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        Ok(Parsed { email, password: password(body.password)? })
-    }
 }
 
 fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -134,13 +110,26 @@ fn tokens(state: &AppState, grant: &SessionGrant) -> Result<HttpResponse, ApiErr
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = Credentials,
     responses(
         (status = 201, description = "Registered", body = Registered),
-        (status = 400, description = "Invalid email or password length", body = crate::http::openapi::Problem),
+        (status = 400, description = "Invalid email, or a password that is too short, too long or too easy to guess (the detail says which)", body = crate::http::openapi::Problem),
         (status = 409, description = "Email already registered", body = crate::http::openapi::Problem),
+        (status = 429, description = "Too many registrations from this network; see `Retry-After`", body = crate::http::openapi::Problem),
         (status = 503, description = "No leader or hashing saturated; retry after `Retry-After`", body = crate::http::openapi::Problem),
     ))]
-pub async fn register(state: web::Data<AppState>, body: web::Json<Credentials>) -> Result<HttpResponse, ApiError> {
-    let Parsed { email, password } = body.into_inner().try_into()?;
-    let hash = state.passwords.hash(password).await?;
+pub async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Credentials>,
+) -> Result<HttpResponse, ApiError> {
+    let Credentials { email: raw_email, password: raw_password } = body.into_inner();
+    let email = email(&raw_email)?;
+    password::within_bounds(&raw_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let client = ClientInfo::of(&req, &state.proxies);
+    if let Admission::Throttled { retry_after_secs } = state.gateway.admit_registration(client.ip).await? {
+        count("tessera_register_total", "throttled");
+        return Err(ApiError::TooManyAttempts { retry_after_secs });
+    }
+    state.password_policy.check(&raw_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let hash = state.passwords.hash(SecretString::from(raw_password)).await?;
     let user = UserId::from_random(random(&*state.entropy));
     match state.gateway.register(user, email, hash).await? {
         RegisterOutcome::Registered => {
@@ -155,11 +144,17 @@ pub async fn register(state: web::Data<AppState>, body: web::Json<Credentials>) 
 }
 
 /// Log in with email and password.
+///
+/// No password is checked without a permit from the account's guard: after a failure the next
+/// attempt must wait 1, 2, 4, 8, then 16 s; 10 consecutive failures lock the account for an
+/// hour. Unknown addresses get the same answers, delays and timing.
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = Credentials,
     responses(
         (status = 200, description = "A new session", body = TokenResponse),
         (status = 400, description = "Malformed request", body = crate::http::openapi::Problem),
         (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = crate::http::openapi::Problem),
+        (status = 409, description = "Session limit reached and the policy is to refuse", body = crate::http::openapi::Problem),
+        (status = 429, description = "Too soon after a failure, locked, or the client network is throttled; see `Retry-After`", body = crate::http::openapi::Problem),
         (status = 503, description = "Retry after `Retry-After`", body = crate::http::openapi::Problem),
     ))]
 pub async fn login(
@@ -167,21 +162,33 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let Parsed { email, password } = body.into_inner().try_into()?;
-    let client = ClientInfo::of(&req);
-    let start = state.gateway.begin_login(email).await?;
-    let (account, hash) = match start {
-        LoginStart::Proceed { user, password_hash, credential_version } => {
-            (Some((user, credential_version)), Some(password_hash))
+    let Credentials { email: raw_email, password: raw_password } = body.into_inner();
+    let email = email(&raw_email)?;
+    let password = bounded(raw_password)?;
+    let client = ClientInfo::of(&req, &state.proxies);
+    let (subject, permit, hash, credential_version) = match state.gateway.begin_login(email, client.ip).await? {
+        LoginStart::Permit { subject, permit, password_hash, credential_version } => {
+            (subject, permit, password_hash, credential_version)
         }
-        LoginStart::Unknown => (None, None),
+        LoginStart::Wait { retry_after_secs } => {
+            count("tessera_login_total", "throttled");
+            return Err(ApiError::TooManyAttempts { retry_after_secs });
+        }
     };
-    let matched = state.passwords.verify(password, hash).await?;
-    let Some((user, credential_version)) = account.filter(|_| matched) else {
+    let matched = match state.passwords.verify(password, hash).await {
+        Ok(matched) => matched,
+        Err(e) => {
+            // The guess was never evaluated: give the permit back rather than count it.
+            let _ = state.gateway.abandon_login(subject, permit).await;
+            return Err(e.into());
+        }
+    };
+    if !matched {
+        state.gateway.fail_login(subject, permit, client.ip).await?;
         count("tessera_login_total", "failure");
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
-    };
-    match state.gateway.complete_login(user, credential_version, client.device, client.ip).await? {
+    }
+    match state.gateway.complete_login(subject, permit, credential_version, client).await? {
         LoginOutcome::Opened(grant) => {
             count("tessera_login_total", "success");
             tracing::info!(user = %grant.user, session = %grant.family, "login");
@@ -190,6 +197,10 @@ pub async fn login(
         LoginOutcome::Rejected => {
             count("tessera_login_total", "rejected");
             Err(ApiError::InvalidGrant(BAD_CREDENTIALS))
+        }
+        LoginOutcome::CapReached => {
+            count("tessera_login_total", "cap_reached");
+            Err(ApiError::SessionLimit)
         }
     }
 }
@@ -210,7 +221,7 @@ pub async fn refresh(
         count("tessera_refresh_total", "invalid");
         return Err(ApiError::InvalidGrant("the refresh token is invalid"));
     };
-    let client = ClientInfo::of(&req);
+    let client = ClientInfo::of(&req, &state.proxies);
     match state.gateway.refresh(token, client.device).await? {
         RefreshOutcome::Rotated(grant) => {
             count("tessera_refresh_total", "rotated");
@@ -362,17 +373,39 @@ pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[derive(Serialize, ToSchema)]
+pub struct Unlocked {
+    /// Whether the account was locked (or throttled by failures) before.
+    pub was_locked: bool,
+}
 
-    #[test]
-    fn password_length_is_counted_in_code_points() {
-        assert!(password("1234567".into()).is_err());
-        assert!(password("12345678".into()).is_ok());
-        assert!(password("é".repeat(8)).is_ok(), "8 two-byte characters");
-        assert!(password("🦀".repeat(256)).is_ok(), "256 four-byte characters");
-        assert!(password("a".repeat(257)).is_err());
-        assert!(password("a".repeat(1_000_000)).is_err());
+/// Clear an account's failed attempts and lock (administrators).
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/unlock", tag = "admin",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, body = Unlocked),
+        (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::Problem),
+        (status = 404, description = "No such user", body = crate::http::openapi::Problem),
+    ))]
+pub async fn unlock(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let presented = crate::http::client::bearer(&req).unwrap_or_default();
+    // Compare digests, so neither the content nor the length of the token leaks through timing.
+    let matches: bool =
+        Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(state.admin_token.expose().as_bytes())).into();
+    if presented.is_empty() || !matches {
+        return Err(ApiError::InvalidToken("an admin token is required"));
+    }
+    let user = UserId::parse(&path).ok_or_else(|| ApiError::BadRequest("not a user id".into()))?;
+    match state.gateway.unlock(user).await? {
+        UnlockOutcome::Unlocked => Ok(no_store(HttpResponse::Ok()).json(Unlocked { was_locked: true })),
+        UnlockOutcome::WasNotLocked => Ok(no_store(HttpResponse::Ok()).json(Unlocked { was_locked: false })),
+        UnlockOutcome::NoSuchUser => Err(ApiError::NotFound),
     }
 }

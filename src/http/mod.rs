@@ -12,10 +12,12 @@ use std::time::Instant;
 use actix_web::error::JsonPayloadError;
 use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tessera_actors::domain::PasswordPolicy;
 use tessera_actors::ports::{Clock, Entropy};
 use tessera_actors::{Record, Registry};
 use tessera_cluster::ClusterNode;
 
+use crate::config::Secret;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
 use crate::passwords::Passwords;
@@ -30,6 +32,10 @@ pub struct AppState {
     pub tokens: Arc<AccessTokens>,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub proxies: Vec<client::Cidr>,
+    pub password_policy: PasswordPolicy,
+    pub admin_token: Secret,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -68,7 +74,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .route("/v1/token/refresh", web::post().to(auth::refresh))
     .route("/v1/logout", web::post().to(auth::logout))
     .service(web::resource("/v1/verify").route(web::get().to(auth::verify)).route(web::head().to(auth::verify_head)))
-    .route("/v1/me", web::get().to(auth::me));
+    .route("/v1/me", web::get().to(auth::me))
+    .route("/v1/admin/users/{user_id}/unlock", web::post().to(auth::unlock));
 }
 
 /// Anything unrouted.

@@ -16,7 +16,8 @@ pub struct Problem {
     pub status: u16,
     pub detail: Option<String>,
     /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`,
-    /// `email_taken`, `not_found`, `temporarily_unavailable`, `server_error`.
+    /// `email_taken`, `session_limit`, `slow_down`, `not_found`, `temporarily_unavailable`,
+    /// `server_error`.
     #[schema(example = "invalid_grant")]
     pub error: String,
 }
@@ -29,6 +30,15 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The `admin_token` from the configuration"))
+                    .build(),
+            ),
         );
     }
 }
@@ -46,6 +56,7 @@ impl Modify for BearerAuth {
         crate::http::auth::me,
         crate::http::auth::jwks,
         crate::http::auth::discovery,
+        crate::http::auth::unlock,
         crate::http::ops::healthz,
         crate::http::ops::readyz,
         crate::http::ops::cluster,
@@ -58,6 +69,7 @@ impl Modify for BearerAuth {
         (name = "sessions", description = "Login, refresh-token rotation, logout"),
         (name = "tokens", description = "Access-token verification and signing keys"),
         (name = "operations", description = "Health, readiness, cluster state, metrics"),
+        (name = "admin", description = "Administration (admin token)"),
     )
 )]
 pub struct ApiDoc;

@@ -49,6 +49,10 @@ struct ClusterView {
     public_addr: String,
     peer_addr: String,
     uptime_seconds: u64,
+    /// Actors active on this node (only the leader hosts any).
+    actors: tessera_actors::registry::ActorCounts,
+    /// Argon2id verifications this node has performed (real and dummy).
+    password_verifications: u64,
 }
 
 /// This node's view of the cluster.
@@ -59,6 +63,8 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
         public_addr: state.node.info().public_addr.clone(),
         peer_addr: state.node.info().peer_addr.clone(),
         uptime_seconds: state.started.elapsed().as_secs(),
+        actors: state.registry.counts(),
+        password_verifications: state.passwords.verifications(),
     };
     HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(view)
 }

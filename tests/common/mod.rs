@@ -40,6 +40,9 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
     // Cheap hashing keeps tests fast; production parameters are tested where they matter.
     settings.argon2.memory_kib = 256;
     settings.argon2.iterations = 1;
+    // Every test client is 127.0.0.1: keep network limits out of tests that are not about them.
+    settings.throttle.registrations = 1_000_000;
+    settings.throttle.login_failures = 1_000_000;
     settings
 }
 
@@ -200,6 +203,8 @@ pub fn tessera_command(data_dir: &std::path::Path, public: SocketAddr, peer: Soc
         .env("TESSERA_DATA_DIR", data_dir)
         .env("TESSERA_LOG", "warn")
         .env("TESSERA_TOKENS__ISSUER", ISSUER)
+        .env("TESSERA_THROTTLE__REGISTRATIONS", "1000000")
+        .env("TESSERA_THROTTLE__LOGIN_FAILURES", "1000000")
         .env("TESSERA_RAFT__HEARTBEAT_MS", "50")
         .env("TESSERA_RAFT__ELECTION_TIMEOUT_MIN_MS", "300")
         .env("TESSERA_RAFT__ELECTION_TIMEOUT_MAX_MS", "600")

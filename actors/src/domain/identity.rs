@@ -71,3 +71,67 @@ mod tests {
         assert!(!identity.is_active());
     }
 }
+
+/// What a login beyond the session cap does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapAction {
+    /// Revoke the oldest sessions to make room.
+    EvictOldest,
+    /// Refuse the new session (not a failed attempt).
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionCap {
+    pub max: usize,
+    pub action: CapAction,
+}
+
+impl Default for SessionCap {
+    fn default() -> Self {
+        SessionCap { max: 5, action: CapAction::EvictOldest }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapVerdict<Id> {
+    /// Room for one more.
+    Open,
+    /// Open after revoking these, oldest first.
+    OpenEvicting(Vec<Id>),
+    Deny,
+}
+
+impl SessionCap {
+    /// Decides a new login given the user's live sessions as `(id, created)`, in any order.
+    pub fn admit<Id: Clone>(&self, live: &[(Id, super::time::Millis)]) -> CapVerdict<Id> {
+        let max = self.max.max(1);
+        if live.len() < max {
+            return CapVerdict::Open;
+        }
+        match self.action {
+            CapAction::Deny => CapVerdict::Deny,
+            CapAction::EvictOldest => {
+                let mut by_age: Vec<&(Id, super::time::Millis)> = live.iter().collect();
+                by_age.sort_by_key(|(_, created)| *created);
+                CapVerdict::OpenEvicting(by_age[..live.len() + 1 - max].iter().map(|(id, _)| id.clone()).collect())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+    use crate::domain::Millis;
+
+    #[test]
+    fn the_cap_evicts_the_oldest_or_denies() {
+        let live = vec![("c", Millis(3)), ("a", Millis(1)), ("b", Millis(2))];
+        let evict = SessionCap { max: 3, action: CapAction::EvictOldest };
+        assert_eq!(evict.admit(&live), CapVerdict::OpenEvicting(vec!["a"]));
+        assert_eq!(SessionCap { max: 2, ..evict }.admit(&live), CapVerdict::OpenEvicting(vec!["a", "b"]));
+        assert_eq!(SessionCap { max: 4, ..evict }.admit(&live), CapVerdict::Open);
+        assert_eq!(SessionCap { max: 3, action: CapAction::Deny }.admit(&live), CapVerdict::Deny);
+    }
+}

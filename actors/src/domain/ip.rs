@@ -21,6 +21,14 @@ enum Wire {
 }
 
 impl IpPrefix {
+    /// 127.0.0.0/8 or the IPv6 loopback's /64.
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            IpPrefix::V4([a, _, _]) => *a == 127,
+            IpPrefix::V6(bytes) => bytes.iter().all(|b| *b == 0),
+        }
+    }
+
     /// Parses the CIDR text this type displays as.
     pub fn parse(text: &str) -> Option<IpPrefix> {
         let (addr, bits) = text.split_once('/')?;

@@ -6,10 +6,13 @@
 pub mod device;
 pub mod email;
 pub mod family;
+pub mod guard;
 pub mod identity;
 pub mod ids;
 pub mod ip;
+pub mod password;
 pub mod refresh_token;
+pub mod throttle;
 pub mod time;
 
 pub use device::DeviceHash;
@@ -17,8 +20,11 @@ pub use email::{Email, EmailError};
 pub use family::{
     AccessVerdict, Amr, Family, Opening, RefreshVerdict, Revocation, RevokeReason, RevokeVerdict, SessionPolicy,
 };
-pub use identity::{Identity, LoginVerdict};
+pub use guard::{Attempt, LockoutPolicy, LoginGuard, PermitVerdict, ReportVerdict};
+pub use identity::{CapAction, CapVerdict, Identity, LoginVerdict, SessionCap};
 pub use ids::{FamilyId, Generation, UserId};
 pub use ip::IpPrefix;
+pub use password::{PasswordPolicy, PasswordRejection};
 pub use refresh_token::{Pepper, RefreshToken};
+pub use throttle::{SlidingWindow, WindowPolicy, WindowVerdict};
 pub use time::Millis;

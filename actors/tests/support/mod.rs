@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tessera_actors::domain::{Millis, Pepper, SessionPolicy};
+use tessera_actors::domain::{LockoutPolicy, Millis, Pepper, SessionCap, SessionPolicy};
 use tessera_actors::ports::{Clock, Entropy, ReplicaError, Replicator, Write, WriteOutcome};
-use tessera_actors::{ActorContext, Record, Registry, Sessions};
+use tessera_actors::{ActorContext, Record, Registry, Sessions, ThrottlePolicy};
 
 pub struct FakeClock(AtomicU64);
 
@@ -124,18 +124,28 @@ pub struct World {
     pub sessions: Sessions,
 }
 
-/// A leader in term 1 with default session policy. Must run inside an actix System.
+/// A leader in term 1 with default policies. Must run inside an actix System.
 pub fn world() -> World {
+    world_with(|_| {})
+}
+
+/// Like [`world`], with the policies adjusted by `tune`.
+pub fn world_with(tune: impl FnOnce(&mut ActorContext)) -> World {
     let clock = Arc::new(FakeClock(AtomicU64::new(1_700_000_000_000)));
     let store = Arc::new(MemoryStore::default());
     *store.term.lock() = Some(1);
-    let cx = Arc::new(ActorContext {
+    let mut cx = ActorContext {
         clock: clock.clone(),
         entropy: Arc::new(CountingEntropy(AtomicU64::new(1))),
         replicator: store.clone(),
         pepper: pepper(),
         sessions: SessionPolicy::default(),
-    });
+        lockout: LockoutPolicy::default(),
+        cap: SessionCap::default(),
+        throttle: ThrottlePolicy::default(),
+    };
+    tune(&mut cx);
+    let cx = Arc::new(cx);
     let arbiters = vec![actix::Arbiter::current(), actix::Arbiter::new().handle()];
     let registry = Arc::new(Registry::new(cx, arbiters));
     World { clock, store, sessions: Sessions::new(registry) }
