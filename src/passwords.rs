@@ -44,6 +44,7 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     loop {
                         let job = jobs.lock().recv();
                         match job {
@@ -121,6 +122,21 @@ impl Passwords {
 
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
+    }
+}
+
+/// Hashing threads yield the CPU to request handling: a login storm then costs logins
+/// latency rather than every verify and refresh on the node. On Linux they run at nice 10
+/// (about a tenth of a core's share against busy request handlers), not `SCHED_IDLE`: a
+/// starved hash would outlive its permit and count as a failed attempt.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id changes only this thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!("could not lower the scheduling priority of a hashing thread");
+        }
     }
 }
 

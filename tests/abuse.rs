@@ -391,7 +391,34 @@ async fn login_timing_does_not_reveal_accounts() {
     let ks = kolmogorov_smirnov(&unknown, &wrong);
     println!("samples per case: {samples}");
     println!("median ms: unknown email {:.3}, wrong password {:.3}", median(&mut unknown), median(&mut wrong));
-    println!("two-sample Kolmogorov-Smirnov D = {:.4}, p ≈ {:.4}", ks.0, ks.1);
+    println!("  two-sample Kolmogorov-Smirnov D = {:.4}, p ≈ {:.4}", ks.0, ks.1);
+
+    // Locked: a real account and an unknown address, both past the threshold.
+    for email in ["timing-locked@example.com", "nobody-locked@example.com"] {
+        for _ in 0..100 {
+            assert_eq!(app.login(email, "a wrong password").await.status(), 401);
+        }
+    }
+    let mut locked: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..samples {
+        for (case, email) in
+            [("locked account", "timing-locked@example.com"), ("locked unknown", "nobody-locked@example.com")]
+        {
+            let started = Instant::now();
+            let response = app.login(email, PASSWORD).await;
+            locked.entry(case).or_default().push(started.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(response.status(), 429, "{case}");
+        }
+    }
+    let mut account = locked.remove("locked account").unwrap();
+    let mut nobody = locked.remove("locked unknown").unwrap();
+    let ks = kolmogorov_smirnov(&account, &nobody);
+    println!(
+        "median ms: locked account {:.3}, locked unknown address {:.3}",
+        median(&mut account),
+        median(&mut nobody)
+    );
+    println!("  two-sample Kolmogorov-Smirnov D = {:.4}, p ≈ {:.4}", ks.0, ks.1);
     app.stop().await;
 }
 

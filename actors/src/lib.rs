@@ -22,6 +22,7 @@ pub mod record;
 pub mod registry;
 pub mod service;
 pub mod unknown;
+pub mod unknown_actor;
 
 pub use context::{ActorContext, ThrottlePolicy};
 pub use record::Record;

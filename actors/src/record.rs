@@ -45,6 +45,8 @@ pub mod keys {
     use super::*;
 
     pub const ACTIVE_SIGNING_KEY: &str = "signing/active";
+    /// Never written: the target of compare-only writes that pace unknown-account logins.
+    pub const PACE: &str = "pace/unknown-login";
     pub const SIGNING_KEY_PREFIX: &str = "sigkey/";
 
     pub fn user(id: UserId) -> String {

@@ -20,12 +20,13 @@ use parking_lot::Mutex;
 
 use crate::client_actor::ClientAddr;
 use crate::context::ActorContext;
-use crate::domain::{FamilyId, IpPrefix, UserId};
+use crate::domain::{Email, FamilyId, IpPrefix, UserId};
 use crate::family_actor::SessionFamily;
 use crate::identity_actor::{self, IdentityActor};
 use crate::protocol::ActorError;
 use crate::record::{Record, keys};
 use crate::unknown::UnknownLogins;
+use crate::unknown_actor::UnknownLogin;
 
 /// Unknown email addresses tracked at once (each costs a few dozen bytes).
 const UNKNOWN_CAPACITY: usize = 100_000;
@@ -41,7 +42,8 @@ pub struct Registry {
     families: Mutex<HashMap<FamilyId, Slot<SessionFamily>>>,
     identities: Mutex<HashMap<UserId, Slot<IdentityActor>>>,
     clients: Mutex<HashMap<IpPrefix, Slot<ClientAddr>>>,
-    unknown: UnknownLogins,
+    unknowns: Mutex<HashMap<Email, Slot<UnknownLogin>>>,
+    unknown: Arc<UnknownLogins>,
     /// The term in which leadership was last confirmed.
     confirmed: Mutex<Option<u64>>,
     /// One confirmation round trip at a time; the others wait for its result.
@@ -72,7 +74,8 @@ impl Registry {
             families: Mutex::default(),
             identities: Mutex::default(),
             clients: Mutex::default(),
-            unknown: UnknownLogins::new(UNKNOWN_CAPACITY),
+            unknowns: Mutex::default(),
+            unknown: Arc::new(UnknownLogins::new(UNKNOWN_CAPACITY)),
             confirmed: Mutex::new(None),
             confirming: futures::lock::Mutex::new(()),
         }
@@ -105,12 +108,18 @@ impl Registry {
         self.families.lock().clear();
         self.identities.lock().clear();
         self.clients.lock().clear();
+        self.unknowns.lock().clear();
         self.unknown.clear();
     }
 
-    /// Guards of email addresses without an account (leader memory only).
-    pub fn unknown_logins(&self) -> &UnknownLogins {
-        &self.unknown
+    /// The stand-in actor for `email`, an address without an account.
+    pub async fn unknown(&self, email: &Email) -> Result<Addr<UnknownLogin>, ActorError> {
+        self.ensure_leading().await?;
+        let (cx, guards, owned) = (Arc::clone(&self.cx), Arc::clone(&self.unknown), email.clone());
+        let addr = activate(&self.unknowns, email.clone(), &self.arbiters, || {
+            Ok(Some(move || UnknownLogin::new(owned, guards, cx)))
+        })?;
+        Ok(addr.expect("unknown-login actors always activate"))
     }
 
     /// Called when this node stops leading.
@@ -154,6 +163,7 @@ impl Registry {
     /// so passivation never forgives a throttled network early.
     pub fn passivate_idle(&self, idle: Duration) -> usize {
         let now = Instant::now();
+        self.unknowns.lock().retain(|_, slot| now.duration_since(slot.last_used) < idle);
         let throttle = self.cx.throttle;
         let client_idle = idle.max(throttle.login_failures.window).max(throttle.registrations.window);
         let mut dropped = 0;
@@ -192,7 +202,7 @@ fn activate<K, A, F, L>(
     load: L,
 ) -> Result<Option<Addr<A>>, ActorError>
 where
-    K: Hash + Eq + Copy,
+    K: Hash + Eq + Clone,
     A: Actor<Context = Context<A>>,
     F: FnOnce() -> A + Send + 'static,
     L: FnOnce() -> Result<Option<F>, ActorError>,

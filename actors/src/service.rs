@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use crate::client_actor::{AdmitRegistration, CheckLogin, RecordLoginFailure};
-use crate::domain::{
-    Attempt, DeviceHash, Email, FamilyId, Identity, IpPrefix, PermitVerdict, RefreshToken, RevokeReason, UserId,
-};
+use crate::domain::{Attempt, DeviceHash, Email, FamilyId, Identity, IpPrefix, RefreshToken, RevokeReason, UserId};
 use crate::family_actor::{Refresh, Revoke};
-use crate::identity_actor::{CompleteLogin, FailLogin, RequestPermit, Unlock, wait_for};
+use crate::identity_actor::{CompleteLogin, FailLogin, RequestPermit, Unlock};
 use crate::ports::{Write, WriteOutcome};
 use crate::protocol::{
     ActorError, Admission, Command, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome,
@@ -84,19 +82,7 @@ impl Sessions {
         {
             return actor.send(RequestPermit).await?;
         }
-        let cx = self.registry.context();
-        let now = cx.clock.now();
-        let verdict = self.registry.unknown_logins().request_permit(&email, now, &cx.lockout);
-        if let Some(wait) = wait_for(&verdict, now, cx) {
-            return Ok(wait);
-        }
-        let PermitVerdict::Granted { permit, .. } = verdict else { unreachable!("handled above") };
-        Ok(LoginStart::Permit {
-            subject: LoginSubject::Unknown(email),
-            permit,
-            password_hash: None,
-            credential_version: 0,
-        })
+        self.registry.unknown(&email).await?.send(RequestPermit).await?
     }
 
     /// The password checked under `permit` was right: open a session (or refuse, see
@@ -151,10 +137,7 @@ impl Sessions {
     }
 
     async fn report_unknown(&self, email: &Email, permit: u64, attempt: Attempt) -> Result<(), ActorError> {
-        self.registry.ensure_leading().await?;
-        let cx = self.registry.context();
-        self.registry.unknown_logins().report(email, permit, attempt, cx.clock.now(), &cx.lockout);
-        Ok(())
+        self.registry.unknown(email).await?.send(FailLogin { permit, attempt }).await?
     }
 
     async fn record_network_failure(&self, ip: Option<IpPrefix>) -> Result<(), ActorError> {
