@@ -155,8 +155,17 @@ pub struct Settings {
     /// Bearer token for the admin API (`/v1/admin/…`).
     pub admin_token: Option<Secret>,
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDRs, e.g. `10.0.0.0/8`).
-    /// Everyone else's client address is the socket's.
+    /// Everyone else's client address is the socket's. A list, or a comma-separated string.
+    #[serde(deserialize_with = "list_or_commas")]
     pub trusted_proxies: Vec<String>,
+    /// Browser origins allowed to call the API with credentials (exact match, e.g.
+    /// `https://app.example.com`). A list, or a comma-separated string (`TESSERA_CORS_ORIGINS`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub cors_origins: Vec<String>,
+    /// `Strict-Transport-Security: max-age=…; includeSubDomains` on every response when set.
+    pub hsts_max_age_secs: Option<u64>,
+    pub cookies: CookieSettings,
+    pub device: DeviceSettings,
     pub lockout: LockoutSettings,
     pub throttle: ThrottleSettings,
     pub password: PasswordSettings,
@@ -190,6 +199,10 @@ impl Default for Settings {
             key_encryption_key: None,
             admin_token: None,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            hsts_max_age_secs: None,
+            cookies: CookieSettings::default(),
+            device: DeviceSettings::default(),
             lockout: LockoutSettings::default(),
             throttle: ThrottleSettings::default(),
             password: PasswordSettings::default(),
@@ -328,6 +341,72 @@ impl Default for ThrottleSettings {
     }
 }
 
+/// Cookie sessions for browser apps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CookieSettings {
+    /// Base of the cookie names: `__Host-<name>-at`, `__Secure-<name>-rt`, `__Host-<name>-csrf`.
+    /// Two deployments with different names can run side by side during a rollout.
+    pub name: String,
+    pub same_site: SameSite,
+    /// A parent domain to share the cookies with (then every name takes the `__Secure-` prefix,
+    /// since `__Host-` cookies cannot carry a domain).
+    pub domain: Option<String>,
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        CookieSettings { name: "tessera".to_string(), same_site: SameSite::Strict, domain: None }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// How a session is tied to the device it was created on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSettings {
+    /// Request headers whose values make up the device fingerprint.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub headers: Vec<String>,
+    /// A refresh or cookie-authenticated request from another device: `reject` (401, nothing
+    /// changes) or `log` (allowed, counted and logged).
+    pub binding: DeviceBinding,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings { headers: vec!["user-agent".to_string()], binding: DeviceBinding::Reject }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceBinding {
+    Reject,
+    Log,
+}
+
+/// A list of strings from TOML (`["a", "b"]`) or from one environment variable (`a,b`).
+fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(deserializer)? {
+        Either::List(items) => items,
+        Either::Text(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+    })
+}
+
 /// Password rules (NIST SP 800-63B style).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -464,6 +543,26 @@ impl Settings {
         }
         if self.sessions.max_per_user == 0 {
             problems.push("sessions.max_per_user must be positive".to_string());
+        }
+        for origin in &self.cors_origins {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin.matches('/').count() == 2
+                && origin != "*";
+            if !valid {
+                problems.push(format!("cors_origins: {origin:?} is not an origin like https://app.example.com"));
+            }
+        }
+        let c = &self.cookies;
+        let token = |s: &str| !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !token(&c.name) {
+            problems.push("cookies.name must be letters, digits, '-' or '_'".to_string());
+        }
+        if c.domain.as_deref().is_some_and(|d| d.is_empty() || d.contains(['/', ':', ' ', ';'])) {
+            problems.push("cookies.domain must be a bare domain name".to_string());
+        }
+        if self.device.headers.iter().any(|h| actix_web::http::header::HeaderName::try_from(h.as_str()).is_err()) {
+            problems.push("device.headers must be header names".to_string());
         }
         for proxy in &self.trusted_proxies {
             if crate::http::client::Cidr::parse(proxy).is_none() {

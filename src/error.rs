@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Throttled or locked: the same answer for every reason and every account, known or not.
     #[error("too many attempts")]
     TooManyAttempts { retry_after_secs: u64 },
+    /// A cookie-authenticated request without a valid CSRF token or from a foreign origin.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// The account has its maximum number of sessions and the policy is to refuse.
     #[error("session limit reached")]
     SessionLimit,
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email already registered"),
             ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down", "Too many attempts"),
             ApiError::SessionLimit => (StatusCode::CONFLICT, "session_limit", "Session limit reached"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "access_denied", "Forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "Method not allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "Request body too large"),
@@ -92,7 +96,9 @@ impl ApiError {
     fn detail(&self) -> Option<String> {
         match self {
             ApiError::BadRequest(detail) => Some(detail.clone()),
-            ApiError::InvalidGrant(detail) | ApiError::InvalidToken(detail) => Some(detail.to_string()),
+            ApiError::InvalidGrant(detail) | ApiError::InvalidToken(detail) | ApiError::Forbidden(detail) => {
+                Some(detail.to_string())
+            }
             ApiError::EmailTaken => Some("an account with this email address exists".to_string()),
             ApiError::TooManyAttempts { .. } => Some("too many attempts; retry after the time given".to_string()),
             ApiError::SessionLimit => {

@@ -10,8 +10,8 @@ use tessera_actors::Record;
 use tessera_actors::Sessions;
 use tessera_actors::domain::{DeviceHash, Email, FamilyId, IpPrefix, RefreshToken, UserId};
 use tessera_actors::protocol::{
-    ActorError, Admission, Command, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome,
-    RegisterOutcome, Reply, UnlockOutcome,
+    ActorError, Admission, Command, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, PasswordChange,
+    PasswordOutcome, RefreshOutcome, RegisterOutcome, Reply, UnlockOutcome,
 };
 use tessera_cluster::peer::{PeerService, encoded};
 use tessera_cluster::{ClusterNode, PeerError, wire};
@@ -97,8 +97,14 @@ impl Gateway {
         credential_version: u32,
         client: ClientInfo,
     ) -> Result<LoginOutcome, GatewayError> {
-        let command =
-            Command::CompleteLogin { subject, permit, credential_version, device: client.device, ip: client.ip };
+        let command = Command::CompleteLogin {
+            subject,
+            permit,
+            credential_version,
+            device: client.device,
+            ip: client.ip,
+            device_label: client.label,
+        };
         match self.call(command).await? {
             Reply::CompleteLogin(outcome) => Ok(outcome?),
             _ => Err(GatewayError::Protocol),
@@ -120,6 +126,20 @@ impl Gateway {
     pub async fn abandon_login(&self, subject: LoginSubject, permit: u64) -> Result<(), GatewayError> {
         match self.call(Command::AbandonLogin { subject, permit }).await? {
             Reply::AbandonLogin(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn logout_others(&self, user: UserId, keep: FamilyId) -> Result<usize, GatewayError> {
+        match self.call(Command::LogoutOthers { user, keep }).await? {
+            Reply::LogoutOthers(outcome) => Ok(outcome?),
+            _ => Err(GatewayError::Protocol),
+        }
+    }
+
+    pub async fn change_password(&self, change: PasswordChange) -> Result<PasswordOutcome, GatewayError> {
+        match self.call(Command::ChangePassword(change)).await? {
+            Reply::ChangePassword(outcome) => Ok(outcome?),
             _ => Err(GatewayError::Protocol),
         }
     }

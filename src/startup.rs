@@ -15,21 +15,24 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use actix_web::middleware::from_fn;
+use actix_web::http::header::HeaderName;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tessera_actors::domain::{
-    CapAction, LockoutPolicy, PasswordPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy,
+    CapAction, DeviceBinding, LockoutPolicy, PasswordPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy,
 };
-use tessera_actors::ports::{Clock, Entropy};
+use tessera_actors::ports::{Clock, Entropy, Replicator};
 use tessera_actors::{ActorContext, Record, Registry, Sessions, ThrottlePolicy};
 use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo};
 use tokio::sync::watch;
 
 use crate::adapters::{ClusterReplicator, OsEntropy, SystemClock};
-use crate::config::{OverCap, Settings};
+use crate::config::{OverCap, Profile, Settings};
 use crate::gateway::{self, Gateway};
-use crate::http::client::Cidr;
+use crate::http::client::{Cidr, ClientPolicy};
+use crate::http::cookies::CookiePolicy;
+use crate::http::csrf::Csrf;
 use crate::http::{self, AppState};
 use crate::passwords::Passwords;
 use crate::secrets::{self, Secrets};
@@ -220,10 +223,21 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
         grace: Duration::from_secs(settings.sessions.grace_secs),
         idle: Duration::from_secs(settings.sessions.idle_secs),
         absolute: Duration::from_secs(settings.sessions.absolute_secs),
+        binding: match settings.device.binding {
+            crate::config::DeviceBinding::Reject => DeviceBinding::Reject,
+            crate::config::DeviceBinding::Log => DeviceBinding::Log,
+        },
     };
+    let clients = ClientPolicy {
+        proxies: settings.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect(),
+        device_headers: settings.device.headers.iter().filter_map(|h| HeaderName::try_from(h.as_str()).ok()).collect(),
+        binding: sessions_policy.binding,
+    };
+    let cookies = CookiePolicy::new(settings.cookies.clone(), settings.profile == Profile::Dev);
+    let cors_origins = settings.cors_origins.clone();
+    let hsts = settings.hsts_max_age_secs;
     let confirm_timeout = Duration::from_millis(settings.raft.election_timeout_max_ms);
     let policies = Policies::from(settings);
-    let proxies: Vec<Cidr> = settings.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
     let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<(ServerHandle, ServerHandle, Arc<Registry>)>>();
     let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
         actix_web::rt::System::new().block_on(async move {
@@ -238,6 +252,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 cap: policies.cap,
                 throttle: policies.throttle,
             });
+            let replica: Arc<dyn Replicator> = Arc::clone(&cx.replicator);
             let registry = Arc::new(Registry::new(cx, arbiters));
             let sessions = Sessions::new(Arc::clone(&registry));
             let state = web::Data::new(AppState {
@@ -248,7 +263,11 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 tokens: parts.tokens,
                 clock: parts.clock,
                 entropy: parts.entropy,
-                proxies,
+                clients,
+                cookies,
+                csrf: Csrf::new(parts.secrets.cluster.expose().as_bytes()),
+                cors_origins: cors_origins.clone(),
+                replica,
                 password_policy: policies.password,
                 admin_token: parts.secrets.admin_token.clone(),
                 metrics: crate::metrics::handle(),
@@ -257,6 +276,8 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
             let public = HttpServer::new(move || {
                 App::new()
                     .app_data(state.clone())
+                    .wrap(cors(&cors_origins))
+                    .wrap(security_headers(hsts))
                     .wrap(from_fn(http::request_id::middleware))
                     .configure(|cfg| http::configure(cfg, max_body))
                     .default_service(web::to(http::not_found))
@@ -293,6 +314,36 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
     })?;
     let (public, peer, registry) = rx.recv().context("http thread died")??;
     Ok(Served { public, peer, registry, thread })
+}
+
+/// Headers every response carries (a handler's own value wins).
+fn security_headers(hsts_max_age_secs: Option<u64>) -> DefaultHeaders {
+    let mut headers = DefaultHeaders::new()
+        .add(("x-frame-options", "DENY"))
+        .add(("x-content-type-options", "nosniff"))
+        .add(("referrer-policy", "no-referrer"))
+        .add(("permissions-policy", "geolocation=(), microphone=(), camera=()"))
+        .add(("cache-control", "no-store"));
+    if let Some(max_age) = hsts_max_age_secs {
+        headers = headers.add(("strict-transport-security", format!("max-age={max_age}; includeSubDomains")));
+    }
+    headers
+}
+
+/// CORS for browser apps: an exact-match allowlist, credentials allowed, `Vary: Origin`. An
+/// unlisted origin gets no CORS headers at all (the request itself is not blocked here: a
+/// state-changing cookie request from it is refused by the CSRF check, and the browser keeps
+/// any other answer from the page).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let allowed: std::collections::HashSet<String> = origins.iter().cloned().collect();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, _| origin.to_str().is_ok_and(|o| allowed.contains(o)))
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers(["content-type", "authorization", "x-csrf-token", "x-request-id"])
+        .expose_headers(["x-request-id", "retry-after", "x-tessera-user", "x-tessera-session"])
+        .supports_credentials()
+        .block_on_origin_mismatch(false)
+        .max_age(600)
 }
 
 /// The domain's policies, from configuration.

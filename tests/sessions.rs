@@ -244,7 +244,7 @@ async fn malformed_bodies_are_400_problems_never_500() {
         ("/v1/users", b"{}".to_vec()),
         ("/v1/login", format!("{{\"email\":\"a@b.c\",\"password\":\"{}\"}}", "x".repeat(2_000)).into_bytes()),
         ("/v1/users", format!("{{\"email\":\"a@b.c\",\"password\":\"{}\"}}", "x".repeat(100_000)).into_bytes()),
-        ("/v1/token/refresh", b"{\"refresh_token\": null}".to_vec()),
+        ("/v1/token/refresh", b"{\"refresh_token\": 42}".to_vec()),
         ("/v1/token/refresh", b"\xff\xfe\xfd".to_vec()),
     ];
     for (path, body) in bodies {
@@ -465,6 +465,10 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/verify", "head"),
         ("/v1/me", "get"),
         ("/v1/admin/users/{user_id}/unlock", "post"),
+        ("/v1/csrf", "get"),
+        ("/v1/sessions", "get"),
+        ("/v1/sessions/{session_id}", "delete"),
+        ("/v1/password", "post"),
         ("/v1/cluster", "get"),
         ("/.well-known/jwks.json", "get"),
         ("/.well-known/openid-configuration", "get"),

@@ -155,9 +155,18 @@ impl Handler<Refresh> for SessionFamily {
                     RefreshVerdict::Expired => Step::Reply(RefreshOutcome::Expired),
                     RefreshVerdict::Revoked => Step::Reply(RefreshOutcome::Revoked),
                     RefreshVerdict::Invalid => Step::Reply(RefreshOutcome::Invalid),
+                    RefreshVerdict::ForeignDevice => Step::Reply(RefreshOutcome::ForeignDevice),
                 }
             })
             .await;
+            if let Ok(RefreshOutcome::Rotated(_)) = outcome
+                && msg.device != current.0.login_device
+            {
+                tracing::warn!(family = %id, user = %current.0.user, "refresh from another device (binding: log)");
+            }
+            if let Ok(RefreshOutcome::ForeignDevice) = outcome {
+                tracing::warn!(family = %id, user = %current.0.user, "refresh from another device refused");
+            }
             if let Ok(RefreshOutcome::Replayed) = outcome {
                 tracing::warn!(family = %id, user = %current.0.user, presented = %msg.token.generation, "refresh token replayed: family revoked");
             }

@@ -24,7 +24,8 @@ use crate::domain::{
 };
 use crate::family_actor::grant;
 use crate::ports::{Write, WriteOutcome, random};
-use crate::protocol::{ActorError, LoginOutcome, LoginStart, LoginSubject};
+use crate::protocol::{ActorError, LoginOutcome, LoginStart, LoginSubject, PasswordChange, PasswordOutcome};
+use crate::queries::live_families;
 use crate::record::{Record, keys};
 
 /// The actor's view of its two replicated keys.
@@ -137,6 +138,7 @@ pub struct CompleteLogin {
     pub credential_version: u32,
     pub device: DeviceHash,
     pub ip: Option<IpPrefix>,
+    pub device_label: String,
 }
 
 /// Clear failures and locks (administrator). Answers whether the account was locked.
@@ -210,25 +212,6 @@ impl Handler<FailLogin> for IdentityActor {
     }
 }
 
-/// The user's unrevoked families, split into live ones `(id, created, version, state)` and
-/// index entries of expired ones (to clean up).
-type LiveFamilies = (Vec<(FamilyId, Millis, u64, Family)>, Vec<String>);
-
-fn families_of(cx: &ActorContext, user: UserId, now: Millis) -> Result<LiveFamilies, ActorError> {
-    let mut live = Vec::new();
-    let mut stale = Vec::new();
-    for (key, _, _) in cx.replicator.scan(&keys::user_families(user))? {
-        let Some(id) = keys::family_of_user_family_key(&key) else { continue };
-        match cx.replicator.read(&keys::family(id))? {
-            Some((version, Record::Family(family))) if family.is_live(now) => {
-                live.push((id, family.created_at, version, family))
-            }
-            _ => stale.push(key),
-        }
-    }
-    Ok((live, stale))
-}
-
 impl Handler<CompleteLogin> for IdentityActor {
     type Result = AtomicResponse<Self, Result<LoginOutcome, ActorError>>;
 
@@ -250,28 +233,26 @@ impl Handler<CompleteLogin> for IdentityActor {
                 let outcome = match attempt {
                     Attempt::Failed | Attempt::Abandoned => None,
                     Attempt::Succeeded => {
-                        let (live, stale) = match families_of(&cx, user, now) {
+                        let (live, stale) = match live_families(&*cx.replicator, user, now) {
                             Ok(found) => found,
                             Err(e) => return (state, Err(e)),
                         };
                         for key in stale {
                             write = write.delete(key);
                         }
-                        let ids: Vec<(FamilyId, Millis)> =
-                            live.iter().map(|(id, created, _, _)| (*id, *created)).collect();
+                        let ids: Vec<(FamilyId, Millis)> = live.iter().map(|f| (f.id, f.family.created_at)).collect();
                         match cx.cap.admit(&ids) {
                             CapVerdict::Deny => Some(LoginOutcome::CapReached),
                             verdict @ (CapVerdict::Open | CapVerdict::OpenEvicting(_)) => {
                                 if let CapVerdict::OpenEvicting(evicted) = verdict {
-                                    for (id, _, version, family) in live.iter().filter(|(id, ..)| evicted.contains(id))
-                                    {
+                                    for old in live.iter().filter(|f| evicted.contains(&f.id)) {
                                         if let RevokeVerdict::Revoked { family: revoked } =
-                                            family.revoke(now, RevokeReason::Cap)
+                                            old.family.revoke(now, RevokeReason::Cap)
                                         {
                                             write = write
-                                                .expect(keys::family(*id), Some(*version))
-                                                .put(keys::family(*id), Record::Family(revoked))
-                                                .delete(keys::user_family(user, *id));
+                                                .expect(keys::family(old.id), Some(old.version))
+                                                .put(keys::family(old.id), Record::Family(revoked))
+                                                .delete(keys::user_family(user, old.id));
                                         }
                                     }
                                 }
@@ -283,6 +264,7 @@ impl Handler<CompleteLogin> for IdentityActor {
                                     ip_prefix: msg.ip,
                                     amr: Amr::PASSWORD,
                                     auth_time: now,
+                                    device_label: msg.device_label.clone(),
                                 };
                                 let family = Family::open(opening, now, &cx.sessions);
                                 write = write
@@ -326,6 +308,91 @@ impl Handler<Unlock> for IdentityActor {
                     Ok(WriteOutcome::Committed { version }) => {
                         tracing::info!(%user, was_locked, "account unlocked by an administrator");
                         return (committed(&state, guard, version), Ok(was_locked));
+                    }
+                    Ok(WriteOutcome::Conflict { .. }) => match reload(&cx, user) {
+                        Ok(reloaded) => state = reloaded,
+                        Err(e) => return (state, Err(e)),
+                    },
+                    Err(e) => return (state, Err(e.into())),
+                }
+            }
+            (state, Err(ActorError::Contention))
+        })
+    }
+}
+
+/// Change the password (the current one was verified under `change.permit`).
+#[derive(Message)]
+#[rtype(result = "Result<PasswordOutcome, ActorError>")]
+pub struct ChangePassword(pub PasswordChange);
+
+impl Handler<ChangePassword> for IdentityActor {
+    type Result = AtomicResponse<Self, Result<PasswordOutcome, ActorError>>;
+
+    /// One write: the guard records the success, the identity takes the new hash and a new
+    /// credential version, the caller's session moves to a new generation, and (unless told
+    /// otherwise) every other session of the account is revoked.
+    fn handle(&mut self, ChangePassword(change): ChangePassword, _: &mut Context<Self>) -> Self::Result {
+        let (cx, user, mut state) = (Arc::clone(&self.cx), self.user, self.state.clone());
+        self.atomically(async move {
+            let now = cx.clock.now();
+            for _attempt in 0..2 {
+                let attempt = match state.identity.accept_login(change.credential_version) {
+                    LoginVerdict::Accepted => Attempt::Succeeded,
+                    LoginVerdict::StaleCredential | LoginVerdict::Disabled => Attempt::Failed,
+                };
+                let guard = match state.guard.report(change.permit, attempt, now, &cx.lockout) {
+                    ReportVerdict::Recorded { guard } => guard,
+                    ReportVerdict::NoSuchPermit => return (state, Ok(PasswordOutcome::Rejected)),
+                };
+                let mut write = guard_write(user, &state, &guard);
+                let mut outcome = PasswordOutcome::Rejected;
+                let mut identity = state.identity.clone();
+                if attempt == Attempt::Succeeded {
+                    let (live, _) = match live_families(&*cx.replicator, user, now) {
+                        Ok(found) => found,
+                        Err(e) => return (state, Err(e)),
+                    };
+                    let current = live.iter().find(|f| f.id == change.current);
+                    let reissued = current.and_then(|f| f.family.reissued(now, change.device, &cx.sessions));
+                    outcome = match (current, reissued) {
+                        (Some(current), Some(next)) => {
+                            identity = identity.with_password(change.new_hash.clone());
+                            write = write
+                                .expect(keys::user(user), Some(state.version))
+                                .put(keys::user(user), Record::Identity(identity.clone()))
+                                .expect(keys::family(current.id), Some(current.version))
+                                .put(keys::family(current.id), Record::Family(next.clone()));
+                            if change.revoke_others {
+                                for other in live.iter().filter(|f| f.id != change.current) {
+                                    if let RevokeVerdict::Revoked { family } =
+                                        other.family.revoke(now, RevokeReason::PasswordChange)
+                                    {
+                                        write = write
+                                            .expect(keys::family(other.id), Some(other.version))
+                                            .put(keys::family(other.id), Record::Family(family))
+                                            .delete(keys::user_family(user, other.id));
+                                    }
+                                }
+                            }
+                            PasswordOutcome::Changed(grant(&cx, current.id, &next, next.generation))
+                        }
+                        _ => PasswordOutcome::SessionEnded,
+                    };
+                }
+                match cx.replicator.write(write).await {
+                    Ok(WriteOutcome::Committed { version }) => {
+                        let changed = matches!(outcome, PasswordOutcome::Changed(_));
+                        if changed {
+                            tracing::info!(%user, revoke_others = change.revoke_others, "password changed");
+                        }
+                        let next = State {
+                            identity: if changed { identity } else { state.identity.clone() },
+                            version: if changed { version } else { state.version },
+                            guard,
+                            guard_version: Some(version),
+                        };
+                        return (next, Ok(outcome));
                     }
                     Ok(WriteOutcome::Conflict { .. }) => match reload(&cx, user) {
                         Ok(reloaded) => state = reloaded,

@@ -18,6 +18,7 @@ pub mod family_actor;
 pub mod identity_actor;
 pub mod ports;
 pub mod protocol;
+pub mod queries;
 pub mod record;
 pub mod registry;
 pub mod service;

@@ -71,6 +71,18 @@ pub enum RefreshOutcome {
     Expired,
     Revoked,
     Invalid,
+    /// The current token from another device, refused under `Reject` binding; nothing changed.
+    ForeignDevice,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PasswordOutcome {
+    /// Changed; the caller's session continues with this new generation.
+    Changed(SessionGrant),
+    /// The permit expired or the credential changed meanwhile (counted as a failure).
+    Rejected,
+    /// The caller's session is no longer live.
+    SessionEnded,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +151,7 @@ pub enum Command {
         credential_version: u32,
         device: DeviceHash,
         ip: Option<IpPrefix>,
+        device_label: String,
     },
     FailLogin {
         subject: LoginSubject,
@@ -163,6 +176,24 @@ pub enum Command {
     Unlock {
         user: UserId,
     },
+    LogoutOthers {
+        user: UserId,
+        keep: FamilyId,
+    },
+    ChangePassword(PasswordChange),
+}
+
+/// A password change, after the current password was verified under `permit`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PasswordChange {
+    pub user: UserId,
+    pub permit: u64,
+    pub credential_version: u32,
+    pub new_hash: String,
+    /// The caller's session: it continues, with a new generation.
+    pub current: FamilyId,
+    pub device: DeviceHash,
+    pub revoke_others: bool,
 }
 
 /// The leader's answer to a forwarded [`Command`], variant for variant.
@@ -178,4 +209,6 @@ pub enum Reply {
     Logout(Result<LogoutOutcome, ActorError>),
     LogoutAll(Result<usize, ActorError>),
     Unlock(Result<UnlockOutcome, ActorError>),
+    LogoutOthers(Result<usize, ActorError>),
+    ChangePassword(Result<PasswordOutcome, ActorError>),
 }

@@ -96,6 +96,7 @@ mod tests {
             ip_prefix: Some(crate::domain::IpPrefix::V4([203, 0, 113])),
             amr: Amr::PASSWORD,
             auth_time: Millis(1_000),
+            device_label: "Mozilla/5.0".into(),
         };
         Family::open(opening, Millis(1_000), &SessionPolicy::default())
     }

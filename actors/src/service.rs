@@ -7,11 +7,11 @@ use std::sync::Arc;
 use crate::client_actor::{AdmitRegistration, CheckLogin, RecordLoginFailure};
 use crate::domain::{Attempt, DeviceHash, Email, FamilyId, Identity, IpPrefix, RefreshToken, RevokeReason, UserId};
 use crate::family_actor::{Refresh, Revoke};
-use crate::identity_actor::{CompleteLogin, FailLogin, RequestPermit, Unlock};
+use crate::identity_actor::{ChangePassword, CompleteLogin, FailLogin, RequestPermit, Unlock};
 use crate::ports::{Write, WriteOutcome};
 use crate::protocol::{
-    ActorError, Admission, Command, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome,
-    RegisterOutcome, Reply, UnlockOutcome,
+    ActorError, Admission, Command, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, PasswordChange,
+    PasswordOutcome, RefreshOutcome, RegisterOutcome, Reply, UnlockOutcome,
 };
 use crate::record::{Record, keys};
 use crate::registry::Registry;
@@ -94,10 +94,13 @@ impl Sessions {
         credential_version: u32,
         device: DeviceHash,
         ip: Option<IpPrefix>,
+        device_label: String,
     ) -> Result<LoginOutcome, ActorError> {
         let outcome = match subject {
             LoginSubject::Account(user) => match self.registry.identity(user).await? {
-                Some(actor) => actor.send(CompleteLogin { permit, credential_version, device, ip }).await??,
+                Some(actor) => {
+                    actor.send(CompleteLogin { permit, credential_version, device, ip, device_label }).await??
+                }
                 None => LoginOutcome::Rejected,
             },
             // No password matches an address without an account.
@@ -163,6 +166,23 @@ impl Sessions {
 
     /// Revokes every unrevoked family of `user`; returns how many this call revoked.
     pub async fn logout_all(&self, user: UserId) -> Result<usize, ActorError> {
+        self.logout_all_but(user, None).await
+    }
+
+    /// Revokes every unrevoked family of `user` except `keep`.
+    pub async fn logout_others(&self, user: UserId, keep: FamilyId) -> Result<usize, ActorError> {
+        self.logout_all_but(user, Some(keep)).await
+    }
+
+    /// Changes the password: see [`ChangePassword`].
+    pub async fn change_password(&self, change: PasswordChange) -> Result<PasswordOutcome, ActorError> {
+        match self.registry.identity(change.user).await? {
+            Some(actor) => actor.send(ChangePassword(change)).await?,
+            None => Ok(PasswordOutcome::SessionEnded),
+        }
+    }
+
+    async fn logout_all_but(&self, user: UserId, keep: Option<FamilyId>) -> Result<usize, ActorError> {
         self.registry.ensure_leading().await?;
         let families: Vec<FamilyId> = self
             .registry
@@ -171,6 +191,7 @@ impl Sessions {
             .scan(&keys::user_families(user))?
             .into_iter()
             .filter_map(|(key, _, _)| keys::family_of_user_family_key(&key))
+            .filter(|family| Some(*family) != keep)
             .collect();
         let revocations = families.into_iter().map(|family| self.logout(user, family));
         let mut revoked = 0;
@@ -208,8 +229,10 @@ impl Sessions {
                 Reply::Register(self.register(user, email, password_hash).await)
             }
             Command::BeginLogin { email, ip } => Reply::BeginLogin(self.begin_login(email, ip).await),
-            Command::CompleteLogin { subject, permit, credential_version, device, ip } => {
-                Reply::CompleteLogin(self.complete_login(subject, permit, credential_version, device, ip).await)
+            Command::CompleteLogin { subject, permit, credential_version, device, ip, device_label } => {
+                Reply::CompleteLogin(
+                    self.complete_login(subject, permit, credential_version, device, ip, device_label).await,
+                )
             }
             Command::FailLogin { subject, permit, ip } => Reply::FailLogin(self.fail_login(subject, permit, ip).await),
             Command::AbandonLogin { subject, permit } => Reply::AbandonLogin(self.abandon_login(subject, permit).await),
@@ -217,6 +240,8 @@ impl Sessions {
             Command::Logout { user, family } => Reply::Logout(self.logout(user, family).await),
             Command::LogoutAll { user } => Reply::LogoutAll(self.logout_all(user).await),
             Command::Unlock { user } => Reply::Unlock(self.unlock(user).await),
+            Command::LogoutOthers { user, keep } => Reply::LogoutOthers(self.logout_others(user, keep).await),
+            Command::ChangePassword(change) => Reply::ChangePassword(self.change_password(change).await),
         }
     }
 }

@@ -20,9 +20,11 @@ const PHONE: DeviceHash = DeviceHash([1; 16]);
 /// Logs `email` in (the password is taken to be right) and returns the outcome.
 async fn login(world: &World, email: &Email) -> LoginOutcome {
     match world.sessions.begin_login(email.clone(), None).await.unwrap() {
-        LoginStart::Permit { subject, permit, credential_version, .. } => {
-            world.sessions.complete_login(subject, permit, credential_version, PHONE, None).await.unwrap()
-        }
+        LoginStart::Permit { subject, permit, credential_version, .. } => world
+            .sessions
+            .complete_login(subject, permit, credential_version, PHONE, None, "phone".into())
+            .await
+            .unwrap(),
         LoginStart::Wait { retry_after_secs } => panic!("told to wait {retry_after_secs}s"),
     }
 }
@@ -142,7 +144,8 @@ async fn a_success_against_a_replaced_credential_is_rejected_and_counts_as_a_fai
     else {
         panic!()
     };
-    let outcome = world.sessions.complete_login(subject, permit, credential_version + 1, PHONE, None).await;
+    let outcome =
+        world.sessions.complete_login(subject, permit, credential_version + 1, PHONE, None, "phone".into()).await;
     assert_eq!(outcome.unwrap(), LoginOutcome::Rejected);
     assert_eq!(world.sessions.begin_login(email, None).await.unwrap(), LoginStart::Wait { retry_after_secs: 1 });
 }
@@ -157,9 +160,10 @@ async fn a_permit_is_good_for_one_report_only() {
     else {
         panic!()
     };
-    let first = world.sessions.complete_login(subject.clone(), permit, credential_version, PHONE, None).await;
+    let first =
+        world.sessions.complete_login(subject.clone(), permit, credential_version, PHONE, None, "phone".into()).await;
     assert!(matches!(first.unwrap(), LoginOutcome::Opened(_)));
-    let again = world.sessions.complete_login(subject, permit, credential_version, PHONE, None).await;
+    let again = world.sessions.complete_login(subject, permit, credential_version, PHONE, None, "phone".into()).await;
     assert_eq!(again.unwrap(), LoginOutcome::Rejected);
 }
 

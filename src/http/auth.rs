@@ -19,7 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::http::client::{ClientInfo, authenticate};
+use crate::http::client::{Via, authenticate, require_csrf};
+use crate::http::cookies::Issued;
 use crate::tokens::AccessClaims;
 
 /// One answer for every credential failure: unknown email, wrong password, disabled account.
@@ -31,6 +32,20 @@ pub struct Credentials {
     pub email: String,
     #[schema(example = "correct horse battery staple", min_length = 8, max_length = 256)]
     pub password: String,
+    /// Login only: `cookie` answers with HttpOnly cookies and no token in the body.
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// How a session's tokens travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// In the JSON body (API clients, mobile apps).
+    #[default]
+    Body,
+    /// In HttpOnly cookies; the body carries only session metadata and the CSRF token.
+    Cookie,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -38,9 +53,25 @@ pub struct Registered {
     pub user_id: String,
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The body of a refresh. Both fields are optional: without `refresh_token` the refresh
+/// cookie is used (and the answer comes in cookies).
+#[derive(Default, Deserialize, ToSchema)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// A cookie session's metadata (the tokens are in cookies).
+#[derive(Serialize, ToSchema)]
+pub struct CookieSession {
+    #[schema(example = "cookie")]
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_expires_in: u64,
+    pub session_id: String,
+    /// Send as `X-CSRF-Token` with every state-changing request (also in a readable cookie).
+    pub csrf_token: String,
 }
 
 /// Tokens for a session (login and refresh).
@@ -61,7 +92,7 @@ pub struct TokenResponse {
 
 #[derive(Deserialize, IntoParams)]
 pub struct LogoutQuery {
-    /// `all` ends every session of the user; default: only this one.
+    /// `current` (default), `others` or `all`.
     pub scope: Option<String>,
 }
 
@@ -92,18 +123,57 @@ fn count(name: &'static str, outcome: &'static str) {
     metrics::counter!(name, "outcome" => outcome).increment(1);
 }
 
-/// Signs an access token for `grant` and renders the token response.
-fn tokens(state: &AppState, grant: &SessionGrant) -> Result<HttpResponse, ApiError> {
+/// Signs an access token for `grant` and answers with the session, in the body or in cookies.
+pub(crate) fn tokens(
+    state: &AppState,
+    req: &HttpRequest,
+    grant: &SessionGrant,
+    transport: Transport,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let access = state.tokens.mint(grant, now, random(&*state.entropy))?;
-    Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
-        access_token: access,
-        token_type: "Bearer",
-        expires_in: state.tokens.ttl().as_secs(),
-        refresh_token: grant.refresh_token.to_string(),
-        refresh_expires_in: grant.refresh_expires.since(now).as_secs(),
-        session_id: grant.family.to_string(),
-    }))
+    let expires_in = state.tokens.ttl().as_secs();
+    let refresh_expires_in = grant.refresh_expires.since(now).as_secs();
+    match transport {
+        Transport::Body => Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in,
+            refresh_token: grant.refresh_token.to_string(),
+            refresh_expires_in,
+            session_id: grant.family.to_string(),
+        })),
+        Transport::Cookie => {
+            let csrf_token = state.csrf.token(grant.family, now);
+            let refresh = grant.refresh_token.to_string();
+            let issued = Issued {
+                access: &access,
+                access_ttl_secs: expires_in,
+                refresh: &refresh,
+                refresh_ttl_secs: refresh_expires_in,
+                csrf: &csrf_token,
+            };
+            let mut response = no_store(HttpResponse::Ok());
+            for cookie in state.cookies.issue(req, &issued) {
+                response.cookie(cookie);
+            }
+            Ok(response.json(CookieSession {
+                token_type: "cookie",
+                expires_in,
+                refresh_expires_in,
+                session_id: grant.family.to_string(),
+                csrf_token,
+            }))
+        }
+    }
+}
+
+/// A cookie-mode login or refresh must come from an allowed origin.
+fn check_cookie_origin(req: &HttpRequest, state: &AppState, transport: Transport) -> Result<(), ApiError> {
+    if transport == Transport::Cookie && !crate::http::csrf::origin_allowed(req, &state.cors_origins) {
+        return Err(ApiError::Forbidden("the request comes from an origin that is not allowed"));
+    }
+    Ok(())
 }
 
 /// Register a user.
@@ -120,10 +190,10 @@ pub async fn register(
     req: HttpRequest,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let Credentials { email: raw_email, password: raw_password } = body.into_inner();
+    let Credentials { email: raw_email, password: raw_password, .. } = body.into_inner();
     let email = email(&raw_email)?;
     password::within_bounds(&raw_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let client = ClientInfo::of(&req, &state.proxies);
+    let client = state.clients.client(&req);
     if let Admission::Throttled { retry_after_secs } = state.gateway.admit_registration(client.ip).await? {
         count("tessera_register_total", "throttled");
         return Err(ApiError::TooManyAttempts { retry_after_secs });
@@ -162,10 +232,11 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let Credentials { email: raw_email, password: raw_password } = body.into_inner();
+    let Credentials { email: raw_email, password: raw_password, transport } = body.into_inner();
+    check_cookie_origin(&req, &state, transport)?;
     let email = email(&raw_email)?;
     let password = bounded(raw_password)?;
-    let client = ClientInfo::of(&req, &state.proxies);
+    let client = state.clients.client(&req);
     let (subject, permit, hash, credential_version) = match state.gateway.begin_login(email, client.ip).await? {
         LoginStart::Permit { subject, permit, password_hash, credential_version } => {
             (subject, permit, password_hash, credential_version)
@@ -192,7 +263,7 @@ pub async fn login(
         LoginOutcome::Opened(grant) => {
             count("tessera_login_total", "success");
             tracing::info!(user = %grant.user, session = %grant.family, "login");
-            tokens(&state, &grant)
+            tokens(&state, &req, &grant, transport)
         }
         LoginOutcome::Rejected => {
             count("tessera_login_total", "rejected");
@@ -206,30 +277,48 @@ pub async fn login(
 }
 
 /// Rotate a refresh token.
-#[utoipa::path(post, path = "/v1/token/refresh", tag = "sessions", request_body = RefreshRequest,
+///
+/// The token comes from the body, or — when the body has none — from the refresh cookie; a
+/// cookie refresh must also carry the session's `X-CSRF-Token` and come from an allowed
+/// origin, and answers with new cookies.
+#[utoipa::path(post, path = "/v1/token/refresh", tag = "sessions", request_body(content = RefreshRequest, description = "Optional with a refresh cookie"),
     responses(
         (status = 200, description = "The successor tokens (a retry of the previous token within the grace window gets the same successor)", body = TokenResponse),
-        (status = 401, description = "Invalid, expired, revoked or replayed (a replay revokes the whole session)", body = crate::http::openapi::Problem),
+        (status = 400, description = "Malformed body", body = crate::http::openapi::Problem),
+        (status = 401, description = "Invalid, expired, revoked or replayed (a replay revokes the whole session), or from another device", body = crate::http::openapi::Problem),
+        (status = 403, description = "Cookie refresh without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
         (status = 503, description = "Retry after `Retry-After`", body = crate::http::openapi::Problem),
     ))]
-pub async fn refresh(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Json<RefreshRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let Some(token) = RefreshToken::parse(&body.refresh_token) else {
+pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RefreshRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let (raw, transport, from_cookie) = match request.refresh_token {
+        Some(token) => (token, request.transport, false),
+        None => match state.cookies.refresh_token(&req) {
+            Some(token) => (token, Transport::Cookie, true),
+            None => return Err(ApiError::InvalidGrant("a refresh token is required (body or cookie)")),
+        },
+    };
+    let Some(token) = RefreshToken::parse(&raw) else {
         count("tessera_refresh_total", "invalid");
         return Err(ApiError::InvalidGrant("the refresh token is invalid"));
     };
-    let client = ClientInfo::of(&req, &state.proxies);
+    check_cookie_origin(&req, &state, transport)?;
+    if from_cookie {
+        require_csrf(&req, &state, token.family, Via::Cookie, state.clock.now())?;
+    }
+    let client = state.clients.client(&req);
     match state.gateway.refresh(token, client.device).await? {
         RefreshOutcome::Rotated(grant) => {
             count("tessera_refresh_total", "rotated");
-            tokens(&state, &grant)
+            tokens(&state, &req, &grant, transport)
         }
         RefreshOutcome::Grace(grant) => {
             count("tessera_refresh_total", "grace");
-            tokens(&state, &grant)
+            tokens(&state, &req, &grant, transport)
         }
         RefreshOutcome::Replayed => {
             count("tessera_refresh_total", "replay");
@@ -247,16 +336,23 @@ pub async fn refresh(
             count("tessera_refresh_total", "invalid");
             Err(ApiError::InvalidGrant("the refresh token is invalid"))
         }
+        RefreshOutcome::ForeignDevice => {
+            count("tessera_refresh_total", "foreign_device");
+            metrics::counter!("tessera_device_mismatch_total", "action" => "rejected").increment(1);
+            Err(ApiError::InvalidGrant("the session is bound to another device"))
+        }
     }
 }
 
-/// End this session, or every session of the user with `?scope=all`.
+/// End this session; `?scope=others` ends every other session of the user, `?scope=all`
+/// every session. A cookie session's cookies are cleared (`Clear-Site-Data: "cookies"`).
 #[utoipa::path(post, path = "/v1/logout", tag = "sessions", params(LogoutQuery),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 204, description = "Logged out"),
         (status = 400, description = "Unknown scope", body = crate::http::openapi::Problem),
         (status = 401, description = "Invalid access token", body = crate::http::openapi::Problem),
+        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
         (status = 503, description = "Retry after `Retry-After`", body = crate::http::openapi::Problem),
     ))]
 pub async fn logout(
@@ -267,24 +363,43 @@ pub async fn logout(
     let scope = match query.scope.as_deref() {
         None | Some("current") => "current",
         Some("all") => "all",
-        Some(_) => return Err(ApiError::BadRequest("scope must be `current` or `all`".into())),
+        Some("others") => "others",
+        Some(_) => return Err(ApiError::BadRequest("scope must be `current`, `others` or `all`".into())),
     };
-    let caller = authenticate(&req, &state, state.clock.now())?;
-    if scope == "all" {
-        state.gateway.logout_all(caller.user).await?;
-    } else {
-        match state.gateway.logout(caller.user, caller.family).await? {
+    let now = state.clock.now();
+    let caller = authenticate(&req, &state, now)?;
+    require_csrf(&req, &state, caller.family, caller.via, now)?;
+    match scope {
+        "all" => {
+            state.gateway.logout_all(caller.user).await?;
+        }
+        "others" => {
+            state.gateway.logout_others(caller.user, caller.family).await?;
+        }
+        _ => match state.gateway.logout(caller.user, caller.family).await? {
             LogoutOutcome::LoggedOut | LogoutOutcome::AlreadyLoggedOut => {}
             LogoutOutcome::NotFound => return Err(ApiError::InvalidToken("the session has ended")),
-        }
+        },
     }
     count("tessera_logout_total", scope);
     tracing::info!(user = %caller.user, session = %caller.family, scope, "logout");
-    Ok(no_store(HttpResponse::NoContent()).finish())
+    let mut response = no_store(HttpResponse::NoContent());
+    if caller.via == Via::Cookie && scope != "others" {
+        clear_cookies(&state, &req, &mut response);
+    }
+    Ok(response.finish())
+}
+
+/// Expires every Tessera cookie and asks the browser to drop the origin's cookies.
+pub(crate) fn clear_cookies(state: &AppState, req: &HttpRequest, response: &mut actix_web::HttpResponseBuilder) {
+    for cookie in state.cookies.cleared(req) {
+        response.cookie(cookie);
+    }
+    response.insert_header(("clear-site-data", "\"cookies\""));
 }
 
 /// Check an access token: signature, claims, and that its session is live.
-#[utoipa::path(get, path = "/v1/verify", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/verify", tag = "tokens", security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The token's claims", body = AccessClaims),
         (status = 401, description = "Invalid, expired or revoked", body = crate::http::openapi::Problem),
@@ -303,7 +418,7 @@ pub async fn verify(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
 }
 
 /// Check an access token; answers with headers only (for reverse-proxy auth).
-#[utoipa::path(head, path = "/v1/verify", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(head, path = "/v1/verify", tag = "tokens", security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 204, description = "Valid", headers(
             ("X-Tessera-User" = String, description = "User id"),
@@ -327,7 +442,7 @@ pub async fn verify_head(state: web::Data<AppState>, req: HttpRequest) -> Result
 }
 
 /// The caller's account.
-#[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = Me),
         (status = 401, description = "Invalid access token", body = crate::http::openapi::Problem),

@@ -5,9 +5,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderName};
 use tessera_actors::Record;
-use tessera_actors::domain::{AccessVerdict, DeviceHash, FamilyId, IpPrefix, Millis, UserId};
+use tessera_actors::domain::{AccessVerdict, DeviceBinding, DeviceHash, FamilyId, IpPrefix, Millis, UserId};
 use tessera_actors::record::keys;
 
 use crate::error::ApiError;
@@ -15,15 +15,47 @@ use crate::http::AppState;
 use crate::tokens::AccessClaims;
 
 /// Device and network of the caller.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientInfo {
     pub device: DeviceHash,
     pub ip: Option<IpPrefix>,
+    /// A short description of the device for session lists (the start of its User-Agent).
+    pub label: String,
 }
 
 /// Longest header value that goes into the device hash; longer values are cut (the hash only
 /// needs to tell devices apart, not to store what they sent).
 const MAX_DEVICE_HEADER: usize = 512;
+const MAX_LABEL_CHARS: usize = 80;
+
+/// How requests are attributed to devices and networks.
+#[derive(Clone, Debug)]
+pub struct ClientPolicy {
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub proxies: Vec<Cidr>,
+    /// Headers whose values make up the device fingerprint.
+    pub device_headers: Vec<HeaderName>,
+    pub binding: DeviceBinding,
+}
+
+impl ClientPolicy {
+    pub fn client(&self, req: &HttpRequest) -> ClientInfo {
+        let values: Vec<&[u8]> = self
+            .device_headers
+            .iter()
+            .map(|name| {
+                let value = req.headers().get(name).map(|v| v.as_bytes()).unwrap_or_default();
+                &value[..value.len().min(MAX_DEVICE_HEADER)]
+            })
+            .collect();
+        let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown device");
+        ClientInfo {
+            device: DeviceHash::of(values),
+            ip: client_ip(req, &self.proxies).map(IpPrefix::from),
+            label: agent.chars().filter(|c| !c.is_control()).take(MAX_LABEL_CHARS).collect(),
+        }
+    }
+}
 
 /// An address range (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,19 +116,19 @@ pub fn client_ip(req: &HttpRequest, proxies: &[Cidr]) -> Option<IpAddr> {
     Some(forwarded.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer))
 }
 
-impl ClientInfo {
-    pub fn of(req: &HttpRequest, proxies: &[Cidr]) -> ClientInfo {
-        let agent = req.headers().get(header::USER_AGENT).map(|v| v.as_bytes()).unwrap_or_default();
-        let agent = &agent[..agent.len().min(MAX_DEVICE_HEADER)];
-        ClientInfo { device: DeviceHash::of([agent]), ip: client_ip(req, proxies).map(IpPrefix::from) }
-    }
+/// How a request authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Cookie,
+    Bearer,
 }
 
-/// A request whose bearer token verified and whose session is live.
+/// A request whose access token verified and whose session is live.
 pub struct Authenticated {
     pub claims: Arc<AccessClaims>,
     pub user: UserId,
     pub family: FamilyId,
+    pub via: Via,
 }
 
 /// The token in `Authorization: Bearer …`, if any.
@@ -106,24 +138,47 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// Verifies the bearer token, then checks the local replica: the family exists, belongs to
-/// the token's subject, is not revoked and knows the token's generation, and the identity is
-/// not disabled.
+/// Authenticates from the access cookie first, then from `Authorization: Bearer`. Verifies the
+/// token, then checks the local replica: the family exists, belongs to the token's subject, is
+/// not revoked, knows the token's generation and (for cookies) is bound to this device; the
+/// identity is not disabled.
 pub fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<Authenticated, ApiError> {
-    let token = bearer(req).ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
-    let claims = state.tokens.verify(token, now)?;
+    let (token, via) = match state.cookies.access_token(req) {
+        Some(token) => (token, Via::Cookie),
+        None => match bearer(req) {
+            Some(token) => (token.to_string(), Via::Bearer),
+            None => return Err(ApiError::InvalidToken("an access token is required (cookie or bearer)")),
+        },
+    };
+    let claims = state.tokens.verify(&token, now)?;
     let (Some(user), Some(family)) = (claims.user(), claims.family()) else {
         return Err(ApiError::InvalidToken("the access token is invalid"));
+    };
+    let device = match via {
+        Via::Cookie => Some(state.clients.client(req).device),
+        Via::Bearer => None,
     };
     let revoked = ApiError::InvalidToken("the session has ended");
     match state.node.get(&keys::family(family)).map_err(ApiError::internal)? {
         Some(stored) => match stored.value {
-            Record::Family(f) if f.user == user => match f.access(claims.generation(), now) {
-                AccessVerdict::Allowed => {}
-                AccessVerdict::Revoked | AccessVerdict::UnknownGeneration | AccessVerdict::Expired => {
-                    return Err(revoked);
+            Record::Family(f) if f.user == user => {
+                match f.access(claims.generation(), now, device, state.clients.binding) {
+                    AccessVerdict::Allowed => {
+                        if device.is_some_and(|d| d != f.login_device) {
+                            metrics::counter!("tessera_device_mismatch_total", "action" => "logged").increment(1);
+                            tracing::warn!(%user, session = %family, "cookie request from another device (binding: log)");
+                        }
+                    }
+                    AccessVerdict::ForeignDevice => {
+                        metrics::counter!("tessera_device_mismatch_total", "action" => "rejected").increment(1);
+                        tracing::warn!(%user, session = %family, "cookie request from another device refused");
+                        return Err(ApiError::InvalidToken("the session is bound to another device"));
+                    }
+                    AccessVerdict::Revoked | AccessVerdict::UnknownGeneration | AccessVerdict::Expired => {
+                        return Err(revoked);
+                    }
                 }
-            },
+            }
             _ => return Err(revoked),
         },
         None => return Err(revoked),
@@ -135,7 +190,31 @@ pub fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<
         },
         None => return Err(revoked),
     }
-    Ok(Authenticated { claims, user, family })
+    Ok(Authenticated { claims, user, family, via })
+}
+
+/// A state-changing request authenticated by cookie must come from an allowed origin and
+/// carry the session's CSRF token. Bearer-authenticated requests pass.
+pub fn require_csrf(
+    req: &HttpRequest,
+    state: &AppState,
+    family: FamilyId,
+    via: Via,
+    now: Millis,
+) -> Result<(), ApiError> {
+    if via == Via::Bearer {
+        return Ok(());
+    }
+    if !crate::http::csrf::origin_allowed(req, &state.cors_origins) {
+        metrics::counter!("tessera_csrf_rejected_total", "reason" => "origin").increment(1);
+        return Err(ApiError::Forbidden("the request comes from an origin that is not allowed"));
+    }
+    let presented = req.headers().get(crate::http::csrf::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if presented.is_empty() || !state.csrf.verify(family, presented, now) {
+        metrics::counter!("tessera_csrf_rejected_total", "reason" => "token").increment(1);
+        return Err(ApiError::Forbidden("a valid X-CSRF-Token header is required"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The public HTTP API: routing, extractor limits and the pieces every response shares.
 
 pub mod auth;
+pub mod browser;
 pub mod client;
+pub mod cookies;
+pub mod csrf;
 pub mod openapi;
 pub mod ops;
 pub mod request_id;
@@ -32,8 +35,14 @@ pub struct AppState {
     pub tokens: Arc<AccessTokens>,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub proxies: Vec<client::Cidr>,
+    /// How requests map to devices and client networks.
+    pub clients: client::ClientPolicy,
+    pub cookies: cookies::CookiePolicy,
+    pub csrf: csrf::Csrf,
+    /// Exact-match browser origins allowed with credentials.
+    pub cors_origins: Vec<String>,
+    /// The local replica, for reads the domain defines (session lists).
+    pub replica: Arc<dyn tessera_actors::ports::Replicator>,
     pub password_policy: PasswordPolicy,
     pub admin_token: Secret,
     pub metrics: PrometheusHandle,
@@ -75,6 +84,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .route("/v1/logout", web::post().to(auth::logout))
     .service(web::resource("/v1/verify").route(web::get().to(auth::verify)).route(web::head().to(auth::verify_head)))
     .route("/v1/me", web::get().to(auth::me))
+    .route("/v1/csrf", web::get().to(browser::csrf_token))
+    .route("/v1/sessions", web::get().to(browser::list_sessions))
+    .route("/v1/sessions/{session_id}", web::delete().to(browser::revoke_session))
+    .route("/v1/password", web::post().to(browser::change_password))
     .route("/v1/admin/users/{user_id}/unlock", web::post().to(auth::unlock));
 }
 

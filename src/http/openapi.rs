@@ -3,7 +3,7 @@
 
 use actix_web::HttpResponse;
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// RFC 9457 problem details, as every error is reported.
@@ -16,8 +16,8 @@ pub struct Problem {
     pub status: u16,
     pub detail: Option<String>,
     /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`,
-    /// `email_taken`, `session_limit`, `slow_down`, `not_found`, `temporarily_unavailable`,
-    /// `server_error`.
+    /// `email_taken`, `session_limit`, `slow_down`, `access_denied` (CSRF or origin),
+    /// `not_found`, `temporarily_unavailable`, `server_error`.
     #[schema(example = "invalid_grant")]
     pub error: String,
 }
@@ -30,6 +30,13 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-tessera-at",
+                "The access-token cookie of a cookie session (login with `\"transport\": \"cookie\"`); state-changing requests also need `X-CSRF-Token`",
+            ))),
         );
         components.add_security_scheme(
             "admin",
@@ -57,6 +64,10 @@ impl Modify for BearerAuth {
         crate::http::auth::jwks,
         crate::http::auth::discovery,
         crate::http::auth::unlock,
+        crate::http::browser::csrf_token,
+        crate::http::browser::list_sessions,
+        crate::http::browser::revoke_session,
+        crate::http::browser::change_password,
         crate::http::ops::healthz,
         crate::http::ops::readyz,
         crate::http::ops::cluster,

@@ -84,6 +84,16 @@ pub struct Revocation {
     pub reason: RevokeReason,
 }
 
+/// What a request from a device other than the session's does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceBinding {
+    /// Refuse it; the session is left untouched.
+    #[default]
+    Reject,
+    /// Allow it (the shell logs it).
+    Log,
+}
+
 /// Lifetimes of a session family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionPolicy {
@@ -93,6 +103,7 @@ pub struct SessionPolicy {
     pub idle: Duration,
     /// A family expires this long after login, however active.
     pub absolute: Duration,
+    pub binding: DeviceBinding,
 }
 
 impl Default for SessionPolicy {
@@ -101,6 +112,7 @@ impl Default for SessionPolicy {
             grace: Duration::from_secs(10),
             idle: Duration::from_secs(7 * 24 * 3600),
             absolute: Duration::from_secs(30 * 24 * 3600),
+            binding: DeviceBinding::Reject,
         }
     }
 }
@@ -125,6 +137,8 @@ pub struct Family {
     pub idle_deadline: Millis,
     pub absolute_deadline: Millis,
     pub revoked: Option<Revocation>,
+    /// A short, human description of the login device (e.g. the start of its User-Agent).
+    pub device_label: String,
 }
 
 /// Everything a new session starts from.
@@ -136,6 +150,7 @@ pub struct Opening {
     pub ip_prefix: Option<IpPrefix>,
     pub amr: Amr,
     pub auth_time: Millis,
+    pub device_label: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +167,9 @@ pub enum RefreshVerdict {
     Replayed {
         family: Family,
     },
+    /// The current token, from a device other than the session's, under `Reject` binding:
+    /// refused, nothing changes.
+    ForeignDevice,
     Expired,
     Revoked,
     Invalid,
@@ -175,6 +193,8 @@ pub enum AccessVerdict {
     /// older snapshot).
     UnknownGeneration,
     Expired,
+    /// A cookie-authenticated request from a device other than the session's (`Reject` binding).
+    ForeignDevice,
 }
 
 impl Family {
@@ -196,6 +216,7 @@ impl Family {
             idle_deadline: now.saturating_add(policy.idle).min(absolute_deadline),
             absolute_deadline,
             revoked: None,
+            device_label: opening.device_label,
         }
     }
 
@@ -224,13 +245,10 @@ impl Family {
         }
         let presented = token.generation;
         if presented == self.generation {
-            let mut next = self.clone();
-            next.generation = self.generation.next();
-            next.rotated_at = now;
-            next.rotated_by = device;
-            next.last_seen = now;
-            next.idle_deadline = now.saturating_add(policy.idle).min(self.absolute_deadline);
-            return RefreshVerdict::Rotated { family: next };
+            if device != self.login_device && policy.binding == DeviceBinding::Reject {
+                return RefreshVerdict::ForeignDevice;
+            }
+            return RefreshVerdict::Rotated { family: self.advanced(now, device, policy) };
         }
         if presented > self.generation {
             return RefreshVerdict::Invalid;
@@ -240,6 +258,23 @@ impl Family {
             return RefreshVerdict::Grace { successor: self.generation };
         }
         RefreshVerdict::Replayed { family: self.revoked_at(now, RevokeReason::Replay) }
+    }
+
+    /// The next generation, issued now to `device`.
+    fn advanced(&self, now: Millis, device: DeviceHash, policy: &SessionPolicy) -> Family {
+        let mut next = self.clone();
+        next.generation = self.generation.next();
+        next.rotated_at = now;
+        next.rotated_by = device;
+        next.last_seen = now;
+        next.idle_deadline = now.saturating_add(policy.idle).min(self.absolute_deadline);
+        next
+    }
+
+    /// A new generation issued by the server itself (after a password change), so every
+    /// refresh token handed out before is superseded. `None` if the family is not live.
+    pub fn reissued(&self, now: Millis, device: DeviceHash, policy: &SessionPolicy) -> Option<Family> {
+        self.is_live(now).then(|| self.advanced(now, device, policy))
     }
 
     /// Revokes the family for `reason`. Revocation is terminal: the first reason stays.
@@ -254,14 +289,23 @@ impl Family {
         Family { revoked: Some(Revocation { at: now, reason }), ..self.clone() }
     }
 
-    /// Whether an access token issued at `generation` is still honoured.
-    pub fn access(&self, generation: Generation, now: Millis) -> AccessVerdict {
+    /// Whether an access token issued at `generation` is still honoured. `device` is the
+    /// requesting device when the token came from a cookie (bearer tokens are not bound).
+    pub fn access(
+        &self,
+        generation: Generation,
+        now: Millis,
+        device: Option<DeviceHash>,
+        binding: DeviceBinding,
+    ) -> AccessVerdict {
         if self.revoked.is_some() {
             AccessVerdict::Revoked
         } else if generation > self.generation {
             AccessVerdict::UnknownGeneration
         } else if now >= self.absolute_deadline {
             AccessVerdict::Expired
+        } else if device.is_some_and(|d| d != self.login_device) && binding == DeviceBinding::Reject {
+            AccessVerdict::ForeignDevice
         } else {
             AccessVerdict::Allowed
         }
@@ -288,6 +332,7 @@ mod tests {
             grace: Duration::from_secs(10),
             idle: Duration::from_secs(3600),
             absolute: Duration::from_secs(86_400),
+            binding: DeviceBinding::Log,
         }
     }
 
@@ -300,6 +345,7 @@ mod tests {
                 ip_prefix: None,
                 amr: Amr::PASSWORD,
                 auth_time: T0,
+                device_label: "test".into(),
             },
             T0,
             &policy(),
@@ -488,16 +534,47 @@ mod tests {
         };
         assert_eq!(revoked.revoke(later(2), RevokeReason::Logout), RevokeVerdict::AlreadyRevoked);
         assert_eq!(revoked.revoked.unwrap().reason, RevokeReason::Replay);
-        assert_eq!(revoked.access(Generation(1), later(3)), AccessVerdict::Revoked);
+        assert_eq!(revoked.access(Generation(1), later(3), None, DeviceBinding::Reject), AccessVerdict::Revoked);
     }
 
     #[test]
     fn access_tokens_follow_the_family() {
         let g2 = rotate(&fresh(), later(1), PHONE);
-        assert_eq!(g2.access(Generation(1), later(2)), AccessVerdict::Allowed);
-        assert_eq!(g2.access(Generation(2), later(2)), AccessVerdict::Allowed);
-        assert_eq!(g2.access(Generation(3), later(2)), AccessVerdict::UnknownGeneration);
-        assert_eq!(g2.access(Generation(2), later(86_400)), AccessVerdict::Expired);
+        let access = |generation, at| g2.access(Generation(generation), at, None, DeviceBinding::Reject);
+        assert_eq!(access(1, later(2)), AccessVerdict::Allowed);
+        assert_eq!(access(2, later(2)), AccessVerdict::Allowed);
+        assert_eq!(access(3, later(2)), AccessVerdict::UnknownGeneration);
+        assert_eq!(access(2, later(86_400)), AccessVerdict::Expired);
+    }
+
+    #[test]
+    fn a_bound_session_refuses_other_devices() {
+        let family = fresh();
+        let reject = SessionPolicy { binding: DeviceBinding::Reject, ..policy() };
+        let current = token(&family, 1);
+        assert_eq!(family.refresh(ID, &current, LAPTOP, later(1), &reject, &pepper()), RefreshVerdict::ForeignDevice);
+        assert!(matches!(
+            family.refresh(ID, &current, PHONE, later(1), &reject, &pepper()),
+            RefreshVerdict::Rotated { .. }
+        ));
+        let logged = family.refresh(ID, &current, LAPTOP, later(1), &policy(), &pepper());
+        assert!(matches!(logged, RefreshVerdict::Rotated { .. }), "the log policy allows it");
+        let access = |device| family.access(Generation(1), later(1), device, DeviceBinding::Reject);
+        assert_eq!(access(Some(LAPTOP)), AccessVerdict::ForeignDevice);
+        assert_eq!(access(Some(PHONE)), AccessVerdict::Allowed);
+        assert_eq!(access(None), AccessVerdict::Allowed, "bearer tokens are not bound");
+        // An old genuine token from another device is still a replay: the theft is detected.
+        let g3 = rotate(&rotate(&family, later(2), PHONE), later(3), PHONE);
+        let replay = g3.refresh(ID, &token(&g3, 1), LAPTOP, later(4), &reject, &pepper());
+        assert!(matches!(replay, RefreshVerdict::Replayed { .. }));
+    }
+
+    #[test]
+    fn a_reissue_supersedes_every_earlier_token() {
+        let g2 = fresh().reissued(later(5), PHONE, &policy()).unwrap();
+        assert_eq!(g2.generation, Generation(2));
+        let RevokeVerdict::Revoked { family: revoked } = g2.revoke(later(6), RevokeReason::Logout) else { panic!() };
+        assert_eq!(revoked.reissued(later(7), PHONE, &policy()), None);
     }
 
     #[test]
@@ -537,7 +614,8 @@ mod tests {
                         family = revoked;
                     }
                     RefreshVerdict::Revoked => prop_assert!(before.revoked.is_some()),
-                    RefreshVerdict::Expired => prop_assert!(now >= before.idle_deadline || now >= before.absolute_deadline),
+                                        RefreshVerdict::Expired => prop_assert!(now >= before.idle_deadline || now >= before.absolute_deadline),
+                    RefreshVerdict::ForeignDevice => prop_assert!(false, "the test policy logs foreign devices"),
                     RefreshVerdict::Invalid => prop_assert!(false, "genuine tokens are never invalid"),
                 }
                 if before.revoked.is_some() {

@@ -46,6 +46,11 @@ impl Identity {
         }
     }
 
+    /// The identity with a new password hash and a new credential version.
+    pub fn with_password(&self, password_hash: String) -> Identity {
+        Identity { password_hash, credential_version: self.credential_version + 1, ..self.clone() }
+    }
+
     /// Whether tokens of this identity may still be honoured.
     pub fn is_active(&self) -> bool {
         !self.disabled

@@ -18,7 +18,8 @@ pub mod time;
 pub use device::DeviceHash;
 pub use email::{Email, EmailError};
 pub use family::{
-    AccessVerdict, Amr, Family, Opening, RefreshVerdict, Revocation, RevokeReason, RevokeVerdict, SessionPolicy,
+    AccessVerdict, Amr, DeviceBinding, Family, Opening, RefreshVerdict, Revocation, RevokeReason, RevokeVerdict,
+    SessionPolicy,
 };
 pub use guard::{Attempt, LockoutPolicy, LoginGuard, PermitVerdict, ReportVerdict};
 pub use identity::{CapAction, CapVerdict, Identity, LoginVerdict, SessionCap};

@@ -1,0 +1,195 @@
+//! Session management for signed-in users: the CSRF token, listing and revoking one's own
+//! sessions, and changing one's password.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tessera_actors::Record;
+use tessera_actors::domain::{FamilyId, password};
+use tessera_actors::protocol::{LoginStart, LoginSubject, LogoutOutcome, PasswordChange, PasswordOutcome};
+use tessera_actors::queries::live_families;
+use tessera_actors::record::keys;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::auth::{Transport, clear_cookies, tokens};
+use crate::http::client::{Via, authenticate, require_csrf};
+
+#[derive(Serialize, ToSchema)]
+pub struct CsrfToken {
+    /// Send as `X-CSRF-Token` with state-changing cookie requests.
+    pub csrf_token: String,
+}
+
+/// The caller's CSRF token (also set as a readable cookie).
+#[utoipa::path(get, path = "/v1/csrf", tag = "sessions", security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, body = CsrfToken),
+        (status = 401, description = "Not signed in", body = crate::http::openapi::Problem),
+    ))]
+pub async fn csrf_token(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let caller = authenticate(&req, &state, now)?;
+    let token = state.csrf.token(caller.family, now);
+    let mut response = HttpResponse::Ok();
+    response.insert_header(("cache-control", "no-store"));
+    if caller.via == Via::Cookie {
+        response.cookie(state.cookies.csrf_cookie(&req, &token, state.tokens.ttl().as_secs().max(86_400)));
+    }
+    Ok(response.json(CsrfToken { csrf_token: token }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the last refresh.
+    pub last_seen_at: u64,
+    /// The start of the login device's User-Agent.
+    pub device: String,
+    /// The client network at login (IPv4 /24 or IPv6 /64).
+    pub ip_prefix: Option<String>,
+    /// Whether this is the session making the request.
+    pub current: bool,
+}
+
+/// The caller's live sessions, oldest first (from this node's replica).
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, body = [SessionView]),
+        (status = 401, description = "Not signed in", body = crate::http::openapi::Problem),
+    ))]
+pub async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let caller = authenticate(&req, &state, now)?;
+    let (live, _) = live_families(&*state.replica, caller.user, now).map_err(ApiError::internal)?;
+    let sessions: Vec<SessionView> = live
+        .into_iter()
+        .map(|f| SessionView {
+            id: f.id.to_string(),
+            created_at: f.family.created_at.as_secs(),
+            last_seen_at: f.family.last_seen.as_secs(),
+            device: f.family.device_label.clone(),
+            ip_prefix: f.family.ip_prefix.map(|p| p.to_string()),
+            current: f.id == caller.family,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(sessions))
+}
+
+/// End one of the caller's sessions (another user's session id is a 404).
+#[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "sessions", security(("cookie" = []), ("bearer" = [])),
+    params(("session_id" = String, Path, description = "A session id from `GET /v1/sessions`")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "Not signed in", body = crate::http::openapi::Problem),
+        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
+        (status = 404, description = "No such session of the caller", body = crate::http::openapi::Problem),
+    ))]
+pub async fn revoke_session(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let caller = authenticate(&req, &state, now)?;
+    require_csrf(&req, &state, caller.family, caller.via, now)?;
+    let target = FamilyId::parse(&path).ok_or(ApiError::NotFound)?;
+    match state.gateway.logout(caller.user, target).await? {
+        LogoutOutcome::LoggedOut | LogoutOutcome::AlreadyLoggedOut => {}
+        LogoutOutcome::NotFound => return Err(ApiError::NotFound),
+    }
+    tracing::info!(user = %caller.user, session = %target, "session revoked by its owner");
+    let mut response = HttpResponse::NoContent();
+    response.insert_header(("cache-control", "no-store"));
+    if target == caller.family && caller.via == Via::Cookie {
+        clear_cookies(&state, &req, &mut response);
+    }
+    Ok(response.finish())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChangeRequest {
+    pub current_password: String,
+    pub new_password: String,
+    /// End every other session (default `true`).
+    pub revoke_other_sessions: Option<bool>,
+}
+
+/// Change the caller's password.
+///
+/// The current password is checked like a login (it needs a permit and a wrong one counts as
+/// a failed attempt). On success the credential version changes, every other session is ended
+/// unless `revoke_other_sessions` is `false`, and the caller's own session moves to a new
+/// generation: the answer carries its new tokens (in cookies for a cookie session).
+#[utoipa::path(post, path = "/v1/password", tag = "users", request_body = PasswordChangeRequest,
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed; the session's new tokens", body = crate::http::auth::TokenResponse),
+        (status = 400, description = "The new password breaks the policy (the detail says why)", body = crate::http::openapi::Problem),
+        (status = 401, description = "Wrong current password, or not signed in", body = crate::http::openapi::Problem),
+        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
+        (status = 429, description = "Too many wrong passwords; see `Retry-After`", body = crate::http::openapi::Problem),
+    ))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<PasswordChangeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let caller = authenticate(&req, &state, now)?;
+    require_csrf(&req, &state, caller.family, caller.via, now)?;
+    let PasswordChangeRequest { current_password, new_password, revoke_other_sessions } = body.into_inner();
+    password::within_bounds(&current_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let email = match state.node.get(&keys::user(caller.user)).map_err(ApiError::internal)?.map(|v| v.value) {
+        Some(Record::Identity(identity)) => identity.email,
+        _ => return Err(ApiError::InvalidToken("the session has ended")),
+    };
+    state.password_policy.check(&new_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let client = state.clients.client(&req);
+    let (permit, hash, credential_version) = match state.gateway.begin_login(email, client.ip).await? {
+        LoginStart::Permit { subject: LoginSubject::Account(user), permit, password_hash, credential_version }
+            if user == caller.user =>
+        {
+            (permit, password_hash, credential_version)
+        }
+        LoginStart::Permit { subject, permit, .. } => {
+            // The address no longer belongs to the caller: give the permit back.
+            let _ = state.gateway.abandon_login(subject, permit).await;
+            return Err(ApiError::InvalidToken("the session has ended"));
+        }
+        LoginStart::Wait { retry_after_secs } => return Err(ApiError::TooManyAttempts { retry_after_secs }),
+    };
+    let subject = LoginSubject::Account(caller.user);
+    let matched = match state.passwords.verify(SecretString::from(current_password), hash).await {
+        Ok(matched) => matched,
+        Err(e) => {
+            let _ = state.gateway.abandon_login(subject, permit).await;
+            return Err(e.into());
+        }
+    };
+    if !matched {
+        state.gateway.fail_login(subject, permit, client.ip).await?;
+        return Err(ApiError::InvalidGrant("the current password is wrong"));
+    }
+    let new_hash = state.passwords.hash(SecretString::from(new_password)).await?;
+    let change = PasswordChange {
+        user: caller.user,
+        permit,
+        credential_version,
+        new_hash,
+        current: caller.family,
+        device: client.device,
+        revoke_others: revoke_other_sessions.unwrap_or(true),
+    };
+    match state.gateway.change_password(change).await? {
+        PasswordOutcome::Changed(grant) => {
+            let transport = if caller.via == Via::Cookie { Transport::Cookie } else { Transport::Body };
+            tokens(&state, &req, &grant, transport)
+        }
+        PasswordOutcome::Rejected => Err(ApiError::InvalidGrant("the current password is wrong")),
+        PasswordOutcome::SessionEnded => Err(ApiError::InvalidToken("the session has ended")),
+    }
+}
