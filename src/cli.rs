@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about = "Authentication and session server on a Raft cluster")]
@@ -22,10 +22,61 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Administer a cluster through a node's peer listener (needs the admin token).
+    Cluster(ClusterArgs),
+    /// Print fresh random secrets as `export` lines (one set for every node of a cluster).
+    Secrets,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the effective configuration (secrets redacted); exit non-zero naming every problem.
     Check,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The peer listener of the node to talk to.
+    #[arg(long, default_value = "127.0.0.1:7070", global = true)]
+    pub node: String,
+    /// Admin token (default: `admin_token` from the configuration, i.e. `TESSERA_ADMIN_TOKEN`).
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make the node the first member of a new cluster (harmless if it already is in one).
+    Init,
+    /// Print the node's view of the cluster.
+    Status {
+        /// Raw JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node as a learner; returns once it has caught up.
+    AddLearner {
+        #[arg(long)]
+        id: u64,
+        /// Address of the new node's peer listener, as the others reach it.
+        #[arg(long)]
+        peer_addr: String,
+        /// Address of the new node's public API.
+        #[arg(long)]
+        public_addr: String,
+    },
+    /// Promote a learner to voter.
+    Promote {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Start an election on `--node` (moves leadership there if its log is up to date).
+    Elect,
 }

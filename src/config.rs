@@ -135,8 +135,16 @@ pub struct Settings {
     /// Durable snapshot store: `postgres://…` or `sqlite:…`. Default: SQLite in `data_dir`.
     pub database_url: Option<DatabaseUrl>,
     /// Initialise a one-member cluster on the first start of a node with an empty data
-    /// directory (and no snapshot to restore).
+    /// directory (and no snapshot to restore). Nodes that will join a cluster set `false`.
     pub bootstrap: bool,
+    /// Rebuild from the snapshot store when starting with an empty data directory. Nodes that
+    /// join a running cluster set `false` (they catch up from the leader instead).
+    pub restore: bool,
+    /// Reads (verify, sessions, profile) fail closed with 503 on a node that has not heard
+    /// from a leader (or, on the leader, from a quorum) for this long.
+    pub max_staleness_ms: u64,
+    /// Test-only: expose `/admin/faults` on the peer listener to partition this node.
+    pub fault_injection: bool,
     /// Log filter, `tracing` syntax.
     pub log: String,
     pub log_format: LogFormat,
@@ -189,6 +197,9 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             bootstrap: true,
+            restore: true,
+            max_staleness_ms: 2_000,
+            fault_injection: false,
             log: "info,openraft=warn,sqlx=warn,actix_server=warn".to_string(),
             log_format: LogFormat::Text,
             workers: 0,
@@ -574,6 +585,15 @@ impl Settings {
             problems.push(
                 "argon2: memory_kib ≥ 8 × parallelism, iterations, parallelism and queue must be positive".to_string(),
             );
+        }
+        if self.max_staleness_ms == 0 || self.max_staleness_ms > self.raft.election_timeout_max_ms {
+            problems.push(format!(
+                "max_staleness_ms must be positive and at most raft.election_timeout_max_ms ({})",
+                self.raft.election_timeout_max_ms
+            ));
+        }
+        if self.fault_injection && self.profile == Profile::Prod {
+            problems.push("fault_injection is for tests and is refused in the prod profile".to_string());
         }
         problems.extend(self.tuning().problems());
         problems.extend(crate::secrets::problems(self));

@@ -3,6 +3,7 @@
 //! `tessera-cluster`; only `startup` knows both.
 
 mod adapters;
+pub mod admin_cli;
 pub mod cli;
 pub mod config;
 mod db;

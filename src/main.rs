@@ -15,6 +15,20 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config(ConfigCommand::Check) => check(&settings),
+        Command::Secrets => {
+            print!("{}", tessera::secrets::generate_exports());
+            ExitCode::SUCCESS
+        }
+        Command::Cluster(args) => {
+            let token = settings.admin_token.as_ref().map(|t| t.expose().to_string());
+            match tessera::admin_cli::run(args, token) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tessera: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve => {
             telemetry::init(&settings.log, settings.log_format);
             match Node::start(settings).and_then(Node::run_until_signalled) {

@@ -145,6 +145,11 @@ pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
     })
 }
 
+/// Fresh values for every secret, as shell `export` lines.
+pub fn generate_exports() -> String {
+    SPECS.iter().map(|spec| format!("export {}={}\n", spec.env, random_secret())).collect()
+}
+
 fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

@@ -24,7 +24,7 @@ use tessera_actors::domain::{
 };
 use tessera_actors::ports::{Clock, Entropy, Replicator};
 use tessera_actors::{ActorContext, Record, Registry, Sessions, ThrottlePolicy};
-use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo};
+use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo, Partition, PeerFaults};
 use tokio::sync::watch;
 
 use crate::adapters::{ClusterReplicator, OsEntropy, SystemClock};
@@ -52,6 +52,7 @@ pub struct Node {
 
 /// Everything the HTTP thread needs to build its state.
 struct Parts {
+    fault_layer: Option<Arc<Partition>>,
     settings: Settings,
     secrets: Secrets,
     cluster: ClusterNode<Record>,
@@ -97,15 +98,19 @@ impl Node {
             data_dir: settings.data_dir.join("raft"),
             cluster_name: "tessera".to_string(),
             tuning: settings.tuning(),
+            restore: settings.restore,
         };
         let database_url = settings.database_url();
         let rows = settings.flush.rows_per_statement;
+        // Test-only: a partition this node's peer client obeys, set through `/admin/faults`.
+        let fault_layer = settings.fault_injection.then(|| Arc::new(Partition::default()));
         let cluster = runtime.block_on(async {
             let store = crate::db::connect(database_url.expose(), rows)
                 .await
                 .with_context(|| format!("cannot open the snapshot store at {}", database_url.redacted()))?;
+            let faults: Option<Arc<dyn PeerFaults>> = fault_layer.clone().map(|f| f as Arc<dyn PeerFaults>);
             let cluster =
-                ClusterNode::<Record>::start(config, secrets.cluster.expose().as_bytes(), store, None).await?;
+                ClusterNode::<Record>::start(config, secrets.cluster.expose().as_bytes(), store, faults).await?;
             if settings.bootstrap && cluster.bootstrap_single().await.map_err(anyhow::Error::msg)? {
                 tracing::info!(node_id = settings.node_id, "initialised a new one-member cluster");
             }
@@ -129,6 +134,7 @@ impl Node {
         let actor_idle = Duration::from_secs(settings.sessions.actor_idle_secs);
         let kek = secrets.key_encryption_key;
         let parts = Parts {
+            fault_layer,
             settings,
             secrets,
             cluster: cluster.clone(),
@@ -236,6 +242,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
     let cookies = CookiePolicy::new(settings.cookies.clone(), settings.profile == Profile::Dev);
     let cors_origins = settings.cors_origins.clone();
     let hsts = settings.hsts_max_age_secs;
+    let max_staleness = Duration::from_millis(settings.max_staleness_ms);
     let confirm_timeout = Duration::from_millis(settings.raft.election_timeout_max_ms);
     let policies = Policies::from(settings);
     let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<(ServerHandle, ServerHandle, Arc<Registry>)>>();
@@ -269,6 +276,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 cors_origins: cors_origins.clone(),
                 replica,
                 password_policy: policies.password,
+                max_staleness,
                 admin_token: parts.secrets.admin_token.clone(),
                 metrics: crate::metrics::handle(),
                 started: Instant::now(),
@@ -288,11 +296,23 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
             .listen(public_listener);
             let peer_service = parts.cluster.peer_service().clone();
             let sessions = web::Data::new(sessions);
+            let admin = web::Data::new(http::admin::AdminState {
+                node: parts.cluster.clone(),
+                token: parts.secrets.admin_token.clone(),
+                faults: parts.fault_layer.clone(),
+            });
             let peer = HttpServer::new(move || {
                 App::new()
                     .configure(|cfg| peer_service.configure(cfg))
                     .app_data(sessions.clone())
+                    .app_data(admin.clone())
+                    .app_data(
+                        web::JsonConfig::default()
+                            .limit(16 * 1024)
+                            .error_handler(|e, _| crate::error::ApiError::BadRequest(e.to_string()).into()),
+                    )
                     .route(gateway::FORWARD_PATH, web::post().to(gateway::forwarded))
+                    .configure(http::admin::configure)
             })
             .workers(2)
             .disable_signals()

@@ -133,6 +133,7 @@ fn main() {
             data_dir: dir.path().join("data"),
             cluster_name: "bench".into(),
             tuning: StoreTuning::default(),
+            restore: true,
         };
         let node = Node::start(config, b"bench secret", Arc::new(store), None).await.unwrap();
         node.bootstrap_single().await.unwrap();

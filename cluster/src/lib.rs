@@ -38,7 +38,9 @@ pub use config::{FlushConfig, RaftTuning, StoreTuning};
 pub use flusher::FlushError;
 pub use log_store::LogStore;
 pub use network::{Partition, PeerClient, PeerError, PeerFaults, paths};
-pub use node::{ClusterNode, ClusterStatus, ConfirmError, Leadership, Member, NodeConfig, Origin, StartError};
+pub use node::{
+    ClusterNode, ClusterStatus, ConfirmError, Leadership, Member, MembershipError, NodeConfig, Origin, StartError,
+};
 pub use proposer::{ProposeError, ProposerConfig};
 pub use state_machine::StateMachine;
 pub use store::{StoreValue, Txn, Versioned};

@@ -8,10 +8,10 @@
 //! Tests inject faults through [`PeerFaults`]: a blocked message fails as if the peer were
 //! unreachable, without leaving the process or the loopback interface.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::error::Error;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -33,6 +33,7 @@ pub mod paths {
     pub const APPEND: &str = "/raft/append";
     pub const VOTE: &str = "/raft/vote";
     pub const SNAPSHOT: &str = "/raft/snapshot";
+    pub const READ_INDEX: &str = "/raft/read-index";
 }
 
 /// Decides whether a message from one node to another gets through (fault injection).
@@ -53,6 +54,15 @@ impl Partition {
 
     pub fn heal(&self) {
         self.isolated.write().clear();
+    }
+
+    /// Replaces the set of isolated nodes.
+    pub fn set(&self, nodes: BTreeSet<NodeId>) {
+        *self.isolated.write() = nodes;
+    }
+
+    pub fn isolated(&self) -> BTreeSet<NodeId> {
+        self.isolated.read().clone()
     }
 }
 
@@ -80,6 +90,8 @@ pub struct PeerClient {
     auth: PeerAuth,
     faults: Option<Arc<dyn PeerFaults>>,
     self_id: NodeId,
+    /// When each peer last answered a request (any 2xx).
+    contacts: Arc<parking_lot::Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl PeerClient {
@@ -91,7 +103,17 @@ impl PeerClient {
             .connect_timeout(Duration::from_secs(1))
             .build()
             .expect("a plain HTTP client always builds");
-        PeerClient { http, auth, faults, self_id }
+        PeerClient { http, auth, faults, self_id, contacts: Arc::default() }
+    }
+
+    /// Time since `peer` last answered, if it ever did.
+    pub fn since_contact(&self, peer: NodeId) -> Option<Duration> {
+        self.contacts.lock().get(&peer).map(|at| at.elapsed())
+    }
+
+    /// The shared HTTP client (for administrative calls between nodes).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn auth(&self) -> &PeerAuth {
@@ -131,7 +153,9 @@ impl PeerClient {
                 return Err(PeerError::Network(addr.to_string(), "reply dropped (fault injection)".into()));
             }
         }
-        if !status.is_success() {
+        if status.is_success() {
+            self.contacts.lock().insert(target, Instant::now());
+        } else {
             return Err(PeerError::Status {
                 addr: addr.to_string(),
                 status: status.as_u16(),

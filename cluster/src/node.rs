@@ -40,6 +40,8 @@ pub struct NodeConfig {
     /// Raft cluster name (shows up in openraft's logs).
     pub cluster_name: String,
     pub tuning: StoreTuning,
+    /// Rebuild from the durable store when starting pristine (off for nodes joining a cluster).
+    pub restore: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +123,9 @@ impl<V: StoreValue> ClusterNode<V> {
             .map_err(|e| StartError::Raft(e.to_string()))??;
 
         let origin = if log.is_pristine().await? && !sm.has_snapshot() {
-            match store.load_meta().await? {
+            match store.load_meta().await?.filter(|_| config.restore) {
                 Some(meta) => {
-                    let restored = restore::<V>(&*store, &sm, &log, meta).await?;
+                    let restored = restore::<V>(config.node_id, &*store, &sm, &log, meta).await?;
                     Origin::Restored(restored)
                 }
                 None => Origin::Pristine,
@@ -147,7 +149,12 @@ impl<V: StoreValue> ClusterNode<V> {
             config.tuning.raft.keep_entries,
         ));
         tokio::spawn(Arc::clone(&flusher).run(config.tuning.flush_interval()));
-        let peer_service = PeerService { raft: raft.clone(), auth, body_limit: config.tuning.peer_body_limit() };
+        let peer_service = PeerService {
+            raft: raft.clone(),
+            auth,
+            body_limit: config.tuning.peer_body_limit(),
+            leader_contact: Arc::default(),
+        };
 
         let node = ClusterNode {
             inner: Arc::new(Inner {
@@ -276,6 +283,87 @@ impl<V: StoreValue> ClusterNode<V> {
         }
     }
 
+    /// How long since this node last knew a leader was in charge: for the leader, since a
+    /// quorum of voters (itself included) last answered it; for a follower, since the leader
+    /// last reached it. `None` if never. Reads should fail closed past a bound on this.
+    pub fn staleness(&self) -> Option<Duration> {
+        let leadership = self.leadership();
+        if !leadership.this_node_leads {
+            return self.inner.peer_service.leader_contact.lock().map(|at| at.elapsed());
+        }
+        let voters: Vec<NodeId> = self.inner.sm.state.read().membership().membership().voter_ids().collect();
+        let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.inner.id).collect();
+        let needed = voters.len() / 2; // other voters needed for a majority with this one
+        if needed == 0 {
+            return Some(Duration::ZERO);
+        }
+        let mut ages: Vec<Duration> =
+            others.iter().map(|peer| self.inner.peer_client.since_contact(*peer).unwrap_or(Duration::MAX)).collect();
+        ages.sort();
+        ages.get(needed - 1).copied().filter(|age| *age != Duration::MAX)
+    }
+
+    /// Waits until this replica has applied everything committed before the call: on the
+    /// leader a read-index round trip, on a follower the leader's read index (asked over the
+    /// peer network) and then a local wait.
+    pub async fn linearize(&self, timeout: Duration) -> Result<(), ConfirmError> {
+        let leadership = self.leadership();
+        if leadership.this_node_leads {
+            return self.confirm_leadership(timeout).await.map(|_| ());
+        }
+        let Some((leader, Some(info))) = leadership.leader else {
+            return Err(ConfirmError::Unavailable("no leader known".into()));
+        };
+        let unavailable = |e: &dyn std::fmt::Display| ConfirmError::Unavailable(e.to_string());
+        let bytes = self
+            .inner
+            .peer_client
+            .post(leader, &info.peer_addr, crate::network::paths::READ_INDEX, Vec::new(), timeout)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        type ReadIndex =
+            Result<Option<LogId>, RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, NodeInfo>>>;
+        let read: ReadIndex = codec::decode(&bytes).map_err(|e| unavailable(&e))?;
+        let index = read.map_err(|e| unavailable(&e))?.map(|l| l.index);
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(index, "read index")
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(&e))
+    }
+
+    /// Adds `id` as a learner and waits until it has caught up (leader only).
+    pub async fn add_learner(&self, id: NodeId, info: NodeInfo) -> Result<(), MembershipError> {
+        self.inner.raft.add_learner(id, info, true).await.map(|_| ()).map_err(MembershipError::from)
+    }
+
+    /// Makes learner `id` a voter (leader only).
+    pub async fn promote(&self, id: NodeId) -> Result<(), MembershipError> {
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        self.inner.raft.change_membership(change, false).await.map(|_| ()).map_err(MembershipError::from)
+    }
+
+    /// Removes `id` from the cluster, voter or learner (leader only).
+    pub async fn remove(&self, id: NodeId) -> Result<(), MembershipError> {
+        let voters: BTreeSet<NodeId> = self.inner.sm.state.read().membership().membership().voter_ids().collect();
+        if voters.contains(&id) {
+            let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+            self.inner.raft.change_membership(change, false).await.map_err(MembershipError::from)?;
+        } else {
+            let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+            self.inner.raft.change_membership(change, false).await.map_err(MembershipError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Starts an election on this node (how leadership is moved in openraft 0.9: run it on the
+    /// node that should lead; its log must be up to date to win).
+    pub async fn elect(&self) -> Result<(), MembershipError> {
+        self.inner.raft.trigger().elect().await.map_err(|e| MembershipError::Failed(e.to_string()))
+    }
+
     /// Confirms with a quorum that this node leads and waits until its replica has applied
     /// everything committed before the call (one read-index round trip). Returns the term.
     pub async fn confirm_leadership(&self, timeout: Duration) -> Result<u64, ConfirmError> {
@@ -326,14 +414,32 @@ impl<V: StoreValue> ClusterNode<V> {
         let held = flush.flushed.max(watermark);
         let lag_entries = applied.saturating_sub(held);
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        let last_log = metrics.last_log_index.unwrap_or(0);
         let members = membership
             .membership()
             .nodes()
-            .map(|(id, info)| Member {
-                id: *id,
-                peer_addr: info.peer_addr.clone(),
-                public_addr: info.public_addr.clone(),
-                voter: voters.contains(id),
+            .map(|(id, info)| {
+                let role = if metrics.current_leader == Some(*id) {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                // Replication progress is known on the leader only.
+                let matched = metrics.replication.as_ref().and_then(|r| r.get(id)).map(|m| m.map_or(0, |l| l.index));
+                Member {
+                    id: *id,
+                    peer_addr: info.peer_addr.clone(),
+                    public_addr: info.public_addr.clone(),
+                    voter: voters.contains(id),
+                    role,
+                    matched_index: matched,
+                    replication_lag: matched.map(|m| last_log.saturating_sub(m)),
+                    since_contact_seconds: (*id != self.inner.id && metrics.replication.is_some())
+                        .then(|| self.inner.peer_client.since_contact(*id).map(|d| d.as_secs_f64()))
+                        .flatten(),
+                }
             })
             .collect();
         let leader = metrics.current_leader.and_then(|id| membership.membership().get_node(&id).cloned());
@@ -366,6 +472,8 @@ impl<V: StoreValue> ClusterNode<V> {
             },
             keys: KeyStatus { live, tombstones, dirty },
             running: metrics.running_state.is_ok(),
+            since_leader_contact_seconds: self.staleness().map(|d| d.as_secs_f64()),
+            snapshot_age_seconds: self.inner.sm.snapshot_age().map(|d| d.as_secs_f64()),
         }
     }
 
@@ -402,6 +510,7 @@ fn role_name(state: ServerState) -> &'static str {
 
 /// Rebuilds the state machine from the durable store and starts the log right after it.
 async fn restore<V: StoreValue>(
+    node_id: NodeId,
     store: &dyn DurableStore,
     sm: &StateMachine,
     log: &LogStore,
@@ -436,6 +545,13 @@ async fn restore<V: StoreValue>(
     let state = KvState::from_rows(&snapshot_meta, encoded);
     sm.restore(snapshot_meta, state).await?;
     log.start_after(meta.applied).await?;
+    // Never vote in a term older than the restored log: start from the term it was written in.
+    let mut log_handle = log.clone();
+    openraft::storage::RaftLogStorage::save_vote(
+        &mut log_handle,
+        &openraft::Vote::new(meta.applied.leader_id.term, node_id),
+    )
+    .await?;
     tracing::warn!(rows = count, applied = %meta.applied, elapsed_ms = started.elapsed().as_millis() as u64, "restored state from the snapshot store");
     Ok(meta.applied)
 }
@@ -447,6 +563,24 @@ pub struct Leadership {
     /// The leader's id and addresses, if one is known.
     pub leader: Option<(NodeId, Option<NodeInfo>)>,
     pub this_node_leads: bool,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MembershipError {
+    /// Only the leader changes membership; `leader` is who does, if known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, NodeInfo)> },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>> for MembershipError {
+    fn from(e: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>) -> MembershipError {
+        match e.forward_to_leader() {
+            Some(forward) => MembershipError::NotLeader { leader: forward.leader_id.zip(forward.leader_node.clone()) },
+            None => MembershipError::Failed(e.to_string()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -475,6 +609,10 @@ pub struct ClusterStatus {
     pub proposer: ProposerStatus,
     pub keys: KeyStatus,
     pub running: bool,
+    /// Seconds since this node last knew a leader was in charge (for the leader: since a
+    /// quorum last answered it). Reads fail closed when this exceeds `max_staleness`.
+    pub since_leader_contact_seconds: Option<f64>,
+    pub snapshot_age_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -483,6 +621,14 @@ pub struct Member {
     pub peer_addr: String,
     pub public_addr: String,
     pub voter: bool,
+    /// `leader`, `follower` or `learner`.
+    pub role: &'static str,
+    /// On the leader: the last log index this member is known to hold.
+    pub matched_index: Option<u64>,
+    /// On the leader: entries this member is behind.
+    pub replication_lag: Option<u64>,
+    /// On the leader: seconds since this member last answered.
+    pub since_contact_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -8,6 +8,11 @@
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::raft::AppendEntriesResponse;
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,6 +27,8 @@ pub struct PeerService {
     pub(crate) raft: Raft,
     pub(crate) auth: PeerAuth,
     pub(crate) body_limit: usize,
+    /// When a leader last reached this node with AppendEntries it accepted the term of.
+    pub(crate) leader_contact: Arc<Mutex<Option<Instant>>>,
 }
 
 impl PeerService {
@@ -39,7 +46,8 @@ impl PeerService {
             .app_data(web::PayloadConfig::new(self.body_limit))
             .route(paths::APPEND, web::post().to(append))
             .route(paths::VOTE, web::post().to(vote))
-            .route(paths::SNAPSHOT, web::post().to(snapshot));
+            .route(paths::SNAPSHOT, web::post().to(snapshot))
+            .route(paths::READ_INDEX, web::post().to(read_index));
     }
 
     /// Checks a peer request's MAC; `Err` is the response to send instead.
@@ -74,9 +82,24 @@ pub fn encoded<T: Serialize>(value: &T) -> HttpResponse {
 
 async fn append(svc: web::Data<PeerService>, req: HttpRequest, body: Bytes) -> HttpResponse {
     match svc.decode(&req, &body) {
-        Ok(rpc) => encoded(&svc.raft.append_entries(rpc).await),
+        Ok(rpc) => {
+            let response = svc.raft.append_entries(rpc).await;
+            if matches!(&response, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                *svc.leader_contact.lock() = Some(Instant::now());
+            }
+            encoded(&response)
+        }
         Err(response) => response,
     }
+}
+
+/// The leader's read index, for a follower serving a linearizable read.
+async fn read_index(svc: web::Data<PeerService>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    if let Err(response) = svc.authenticate(&req, &body) {
+        return response;
+    }
+    let read = svc.raft.get_read_log_id().await.map(|(read_log_id, _applied)| read_log_id);
+    encoded(&read)
 }
 
 async fn vote(svc: web::Data<PeerService>, req: HttpRequest, body: Bytes) -> HttpResponse {

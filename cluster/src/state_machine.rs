@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub state: RwLock<KvState>,
     dir: PathBuf,
     current: Mutex<Option<SnapshotMeta>>,
+    /// When the current snapshot was written (built, installed or restored).
+    current_at: Mutex<Option<std::time::SystemTime>>,
     /// Serializes writers of `current.snap` (a build and an install may overlap).
     file_lock: tokio::sync::Mutex<()>,
     seq: AtomicU64,
@@ -77,6 +79,7 @@ impl Shared {
         .map_err(snapshot_err)?
         .map_err(snapshot_err)?;
         *self.current.lock() = Some(meta);
+        *self.current_at.lock() = Some(std::time::SystemTime::now());
         Ok(())
     }
 }
@@ -93,6 +96,7 @@ impl StateMachine {
             }
         }
         let path = dir.join(CURRENT);
+        let written = fs::metadata(&path).and_then(|m| m.modified()).ok();
         let (current, state) = if path.exists() {
             let file = fs::File::open(&path).map_err(snapshot_err)?;
             let (meta, state) =
@@ -106,6 +110,7 @@ impl StateMachine {
                 state: RwLock::new(state),
                 dir: dir.to_path_buf(),
                 current: Mutex::new(current),
+                current_at: Mutex::new(written),
                 file_lock: tokio::sync::Mutex::new(()),
                 seq: AtomicU64::new(0),
             }),
@@ -131,6 +136,11 @@ impl StateMachine {
 impl Shared {
     pub fn current_snapshot(&self) -> Option<SnapshotMeta> {
         self.current.lock().clone()
+    }
+
+    /// How old the current snapshot is.
+    pub fn snapshot_age(&self) -> Option<std::time::Duration> {
+        self.current_at.lock().and_then(|at| at.elapsed().ok())
     }
 
     /// The current snapshot's metadata and an open handle on its file, taken together so a

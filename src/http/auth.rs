@@ -398,13 +398,40 @@ pub(crate) fn clear_cookies(state: &AppState, req: &HttpRequest, response: &mut 
     response.insert_header(("clear-site-data", "\"cookies\""));
 }
 
+#[derive(Deserialize, IntoParams)]
+pub struct VerifyQuery {
+    /// `strong` waits for a read-index round trip with the leader first, so a revocation
+    /// acknowledged anywhere in the cluster is seen; default: this node's replica (which fails
+    /// closed when out of touch with the leader).
+    pub consistency: Option<String>,
+}
+
+/// A strong read: this node's replica catches up with everything committed before the call.
+async fn strong_read(state: &AppState, query: &VerifyQuery) -> Result<(), ApiError> {
+    match query.consistency.as_deref() {
+        None | Some("local") => Ok(()),
+        Some("strong") => state
+            .node
+            .linearize(std::time::Duration::from_secs(2))
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string())),
+        Some(_) => Err(ApiError::BadRequest("consistency must be `local` or `strong`".into())),
+    }
+}
+
 /// Check an access token: signature, claims, and that its session is live.
-#[utoipa::path(get, path = "/v1/verify", tag = "tokens", security(("bearer" = []), ("cookie" = [])),
+#[utoipa::path(get, path = "/v1/verify", tag = "tokens", params(VerifyQuery), security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The token's claims", body = AccessClaims),
         (status = 401, description = "Invalid, expired or revoked", body = crate::http::openapi::Problem),
+        (status = 503, description = "This node is out of touch with the leader (fails closed); retry after `Retry-After`", body = crate::http::openapi::Problem),
     ))]
-pub async fn verify(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn verify(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<VerifyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    strong_read(&state, &query).await?;
     match authenticate(&req, &state, state.clock.now()) {
         Ok(caller) => {
             count("tessera_verify_total", "valid");
@@ -418,14 +445,20 @@ pub async fn verify(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
 }
 
 /// Check an access token; answers with headers only (for reverse-proxy auth).
-#[utoipa::path(head, path = "/v1/verify", tag = "tokens", security(("bearer" = []), ("cookie" = [])),
+#[utoipa::path(head, path = "/v1/verify", tag = "tokens", params(VerifyQuery), security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 204, description = "Valid", headers(
             ("X-Tessera-User" = String, description = "User id"),
             ("X-Tessera-Session" = String, description = "Session id"))),
         (status = 401, description = "Invalid, expired or revoked"),
+        (status = 503, description = "This node is out of touch with the leader (fails closed)"),
     ))]
-pub async fn verify_head(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn verify_head(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<VerifyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    strong_read(&state, &query).await?;
     match authenticate(&req, &state, state.clock.now()) {
         Ok(caller) => {
             count("tessera_verify_total", "valid");
@@ -508,13 +541,7 @@ pub async fn unlock(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    use sha2::{Digest, Sha256};
-    use subtle::ConstantTimeEq;
-    let presented = crate::http::client::bearer(&req).unwrap_or_default();
-    // Compare digests, so neither the content nor the length of the token leaks through timing.
-    let matches: bool =
-        Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(state.admin_token.expose().as_bytes())).into();
-    if presented.is_empty() || !matches {
+    if !crate::http::admin::admin_authorized(&req, &state.admin_token) {
         return Err(ApiError::InvalidToken("an admin token is required"));
     }
     let user = UserId::parse(&path).ok_or_else(|| ApiError::BadRequest("not a user id".into()))?;

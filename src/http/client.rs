@@ -143,6 +143,7 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 /// not revoked, knows the token's generation and (for cookies) is bound to this device; the
 /// identity is not disabled.
 pub fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<Authenticated, ApiError> {
+    fresh_enough(state)?;
     let (token, via) = match state.cookies.access_token(req) {
         Some(token) => (token, Via::Cookie),
         None => match bearer(req) {
@@ -191,6 +192,18 @@ pub fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<
         None => return Err(revoked),
     }
     Ok(Authenticated { claims, user, family, via })
+}
+
+/// Fails closed on a node that has not heard from a leader (the leader: from a quorum) within
+/// `max_staleness`: its replica may be frozen, and a revoked session must not read as live.
+pub fn fresh_enough(state: &AppState) -> Result<(), ApiError> {
+    match state.node.staleness() {
+        Some(age) if age <= state.max_staleness => Ok(()),
+        _ => {
+            metrics::counter!("tessera_stale_reads_refused_total").increment(1);
+            Err(ApiError::unavailable("this node has not heard from a leader recently"))
+        }
+    }
 }
 
 /// A state-changing request authenticated by cookie must come from an allowed origin and

@@ -1,5 +1,6 @@
 //! The public HTTP API: routing, extractor limits and the pieces every response shares.
 
+pub mod admin;
 pub mod auth;
 pub mod browser;
 pub mod client;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// The local replica, for reads the domain defines (session lists).
     pub replica: Arc<dyn tessera_actors::ports::Replicator>,
     pub password_policy: PasswordPolicy,
+    /// Reads fail closed on a node out of touch with a leader for longer than this.
+    pub max_staleness: std::time::Duration,
     pub admin_token: Secret,
     pub metrics: PrometheusHandle,
     pub started: Instant,

@@ -35,6 +35,7 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
     settings.raft.election_timeout_min_ms = 300;
     settings.raft.election_timeout_max_ms = 600;
     settings.flush.interval_ms = 100;
+    settings.max_staleness_ms = 500;
     // Ports differ between restarts in tests; the issuer must not.
     settings.tokens.issuer = Some(ISSUER.to_string());
     // Cheap hashing keeps tests fast; production parameters are tested where they matter.
@@ -208,6 +209,7 @@ pub fn tessera_command(data_dir: &std::path::Path, public: SocketAddr, peer: Soc
         .env("TESSERA_RAFT__HEARTBEAT_MS", "50")
         .env("TESSERA_RAFT__ELECTION_TIMEOUT_MIN_MS", "300")
         .env("TESSERA_RAFT__ELECTION_TIMEOUT_MAX_MS", "600")
+        .env("TESSERA_MAX_STALENESS_MS", "500")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command

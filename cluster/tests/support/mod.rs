@@ -126,6 +126,7 @@ pub async fn start_node(
         data_dir: dir.to_path_buf(),
         cluster_name: "test".into(),
         tuning,
+        restore: true,
     };
     let node = ClusterNode::<Value>::start(config, SECRET, store, faults).await.expect("start node");
     let service = node.peer_service().clone();

@@ -1,0 +1,116 @@
+//! `tessera cluster …`: a thin client of the admin API on a node's peer listener.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::cli::{ClusterArgs, ClusterCommand};
+
+pub fn run(args: ClusterArgs, configured_token: Option<String>) -> anyhow::Result<()> {
+    let token = args.token.or(configured_token).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+        let base = format!("http://{}", args.node.trim_start_matches("http://"));
+        let (method, path, body) = match &args.command {
+            ClusterCommand::Init => (reqwest::Method::POST, "/admin/init".to_string(), None),
+            ClusterCommand::Status { .. } => (reqwest::Method::GET, "/admin/status".to_string(), None),
+            ClusterCommand::AddLearner { id, peer_addr, public_addr } => (
+                reqwest::Method::POST,
+                "/admin/learners".to_string(),
+                Some(serde_json::json!({ "id": id, "peer_addr": peer_addr, "public_addr": public_addr })),
+            ),
+            ClusterCommand::Promote { id } => (reqwest::Method::POST, format!("/admin/voters/{id}"), None),
+            ClusterCommand::Remove { id } => (reqwest::Method::DELETE, format!("/admin/members/{id}"), None),
+            ClusterCommand::Elect => (reqwest::Method::POST, "/admin/elect".to_string(), None),
+        };
+        let mut request = client.request(method, format!("{base}{path}")).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {base}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {}", body.get("detail").and_then(Value::as_str).unwrap_or("request failed"));
+        }
+        let text = match args.command {
+            ClusterCommand::Status { json: true } => format!("{}\n", serde_json::to_string_pretty(&body)?),
+            ClusterCommand::Status { json: false } => summary(&body),
+            ClusterCommand::Init => {
+                let done = body["initialized"] == true;
+                format!("{}\n", if done { "initialised a new cluster" } else { "already part of a cluster" })
+            }
+            _ => format!("done\n{}", summary(&body["status"])),
+        };
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        Ok(())
+    })
+}
+
+fn num(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string().trim_matches('"').to_string(),
+    }
+}
+
+/// The cluster view, readably.
+fn summary(s: &Value) -> String {
+    let mut out = String::new();
+    out += &format!(
+        "node {} is {} in term {}; leader: {}\n",
+        num(&s["node_id"]),
+        num(&s["role"]),
+        num(&s["term"]),
+        num(&s["leader_id"])
+    );
+    out += &format!(
+        "log: last {}  committed {}  applied {}  snapshot {} (age {} s)  purged {}\n",
+        num(&s["last_log_index"]),
+        num(&s["committed"]),
+        num(&s["applied"]),
+        num(&s["snapshot_index"]),
+        num(&s["snapshot_age_seconds"]),
+        num(&s["purged_index"])
+    );
+    out += &format!("leader contact: {} s ago\n", num(&s["since_leader_contact_seconds"]));
+    let store = &s["store"];
+    out += &format!(
+        "store: {} reachable={} watermark {} lag {} entries / {} s, last flush {} s ago\n",
+        num(&store["kind"]),
+        num(&store["reachable"]),
+        num(&store["watermark"]),
+        num(&store["lag_entries"]),
+        num(&store["lag_seconds"]),
+        num(&store["last_flush_age_seconds"])
+    );
+    let proposer = &s["proposer"];
+    out += &format!(
+        "proposer: queue {} entries {} transactions {} recent batches {}\n",
+        num(&proposer["queue_depth"]),
+        num(&proposer["entries"]),
+        num(&proposer["transactions"]),
+        proposer["recent_batch_sizes"]
+    );
+    out += "members:\n  id  role      peer                   public                 matched  lag    contact(s)\n";
+    for m in s["members"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  {:<3} {:<9} {:<22} {:<22} {:<8} {:<6} {}\n",
+            num(&m["id"]),
+            num(&m["role"]),
+            num(&m["peer_addr"]),
+            num(&m["public_addr"]),
+            num(&m["matched_index"]),
+            num(&m["replication_lag"]),
+            num(&m["since_contact_seconds"])
+        );
+    }
+    out
+}
