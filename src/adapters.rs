@@ -33,11 +33,14 @@ pub struct ClusterReplicator {
     node: ClusterNode<Record>,
     /// Bound on a read-index round trip.
     confirm_timeout: Duration,
+    /// How recent the quorum's acknowledgement must be for the lease to hold
+    /// (`max_staleness`, at most openraft's own lease of `election_timeout_max`).
+    lease: Duration,
 }
 
 impl ClusterReplicator {
-    pub fn new(node: ClusterNode<Record>, confirm_timeout: Duration) -> ClusterReplicator {
-        ClusterReplicator { node, confirm_timeout }
+    pub fn new(node: ClusterNode<Record>, confirm_timeout: Duration, lease: Duration) -> ClusterReplicator {
+        ClusterReplicator { node, confirm_timeout, lease }
     }
 }
 
@@ -95,5 +98,9 @@ impl Replicator for ClusterReplicator {
     fn leading_term(&self) -> Option<u64> {
         let leadership = self.node.leadership();
         leadership.this_node_leads.then_some(leadership.term)
+    }
+
+    fn holds_lease(&self) -> bool {
+        self.node.leadership().this_node_leads && self.node.staleness().is_some_and(|age| age <= self.lease)
     }
 }

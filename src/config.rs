@@ -140,8 +140,10 @@ pub struct Settings {
     /// Rebuild from the snapshot store when starting with an empty data directory. Nodes that
     /// join a running cluster set `false` (they catch up from the leader instead).
     pub restore: bool,
-    /// Reads (verify, sessions, profile) fail closed with 503 on a node that has not heard
-    /// from a leader (or, on the leader, from a quorum) for this long.
+    /// Reads (verify, sessions, profile) fail closed with 503 on a node whose replica is older
+    /// than this: not confirmed current by a leader with a quorum (or, on the leader, by a
+    /// quorum). At most `raft.election_timeout_max_ms`: openraft's leader lease, the earliest a
+    /// newer leader can exist, so no node serves a read that a newer leader overwrote.
     pub max_staleness_ms: u64,
     /// Test-only: expose `/admin/faults` on the peer listener to partition this node.
     pub fault_injection: bool,
@@ -198,7 +200,7 @@ impl Default for Settings {
             database_url: None,
             bootstrap: true,
             restore: true,
-            max_staleness_ms: 2_000,
+            max_staleness_ms: 1_500,
             fault_injection: false,
             log: "info,openraft=warn,sqlx=warn,actix_server=warn".to_string(),
             log_format: LogFormat::Text,

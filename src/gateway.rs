@@ -21,6 +21,9 @@ use crate::http::client::ClientInfo;
 /// The peer route that forwarded commands arrive on.
 pub const FORWARD_PATH: &str = "/forward";
 
+/// A forwarded command and how long (ms from signing) its sender waits for the answer.
+type Forwarded = (u64, Command);
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// No leader is known (an election is running) or it cannot be reached: retry shortly.
@@ -52,7 +55,8 @@ impl Gateway {
         let Some((leader, Some(info))) = leadership.leader else {
             return Err(GatewayError::NoLeader("no leader known".into()));
         };
-        let body = wire::encode(&command).map_err(|_| GatewayError::Protocol)?;
+        let forwarded: Forwarded = (self.timeout.as_millis() as u64, command);
+        let body = wire::encode(&forwarded).map_err(|_| GatewayError::Protocol)?;
         let reply =
             self.node.peer_client().post(leader, &info.peer_addr, FORWARD_PATH, body, self.timeout).await.map_err(
                 |e| match e {
@@ -181,8 +185,18 @@ pub async fn forwarded(
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
-    match peer.decode::<Command>(&req, &body) {
-        Ok(command) => encoded(&sessions.dispatch(command).await),
+    match peer.decode_signed::<Forwarded>(&req, &body) {
+        // A command that waited past its sender's deadline (in a socket buffer while this
+        // process was paused, say) is dropped unrun: the sender already answered its client
+        // 503, and running it now could act on a token the client has since moved past.
+        Ok(((wait_ms, _), signed)) if signed.elapsed() > Duration::from_millis(wait_ms) => {
+            tracing::warn!(
+                age_ms = signed.elapsed().as_millis() as u64,
+                "dropped a forwarded command past its deadline"
+            );
+            HttpResponse::RequestTimeout().content_type("text/plain").body("forwarded command past its deadline")
+        }
+        Ok(((_, command), _)) => encoded(&sessions.dispatch(command).await),
         Err(response) => response,
     }
 }

@@ -252,7 +252,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
             let cx = Arc::new(ActorContext {
                 clock: Arc::clone(&parts.clock),
                 entropy: Arc::clone(&parts.entropy),
-                replicator: Arc::new(ClusterReplicator::new(parts.cluster.clone(), confirm_timeout)),
+                replicator: Arc::new(ClusterReplicator::new(parts.cluster.clone(), confirm_timeout, max_staleness)),
                 pepper: Pepper::new(parts.secrets.refresh_pepper.expose().as_bytes()),
                 sessions: sessions_policy,
                 lockout: policies.lockout,

@@ -84,4 +84,10 @@ pub trait Replicator: Send + Sync + 'static {
 
     /// The term this node currently believes it leads in, if it believes it leads.
     fn leading_term(&self) -> Option<u64>;
+
+    /// This node leads and holds a leader lease: a quorum acknowledged its leadership so
+    /// recently that no other leader can have been elected since. Without it, a node that
+    /// was paused or cut off may have been deposed without knowing, and its in-memory actor
+    /// state must not answer anything.
+    fn holds_lease(&self) -> bool;
 }

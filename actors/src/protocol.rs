@@ -212,3 +212,24 @@ pub enum Reply {
     LogoutOthers(Result<usize, ActorError>),
     ChangePassword(Result<PasswordOutcome, ActorError>),
 }
+
+impl Reply {
+    /// The same kind of reply, answering `NotLeader` instead of the outcome.
+    pub fn withheld(self) -> Reply {
+        let e = ActorError::NotLeader;
+        match self {
+            Reply::AdmitRegistration(_) => Reply::AdmitRegistration(Err(e)),
+            Reply::Register(_) => Reply::Register(Err(e)),
+            Reply::BeginLogin(_) => Reply::BeginLogin(Err(e)),
+            Reply::CompleteLogin(_) => Reply::CompleteLogin(Err(e)),
+            Reply::FailLogin(_) => Reply::FailLogin(Err(e)),
+            Reply::AbandonLogin(_) => Reply::AbandonLogin(Err(e)),
+            Reply::Refresh(_) => Reply::Refresh(Err(e)),
+            Reply::Logout(_) => Reply::Logout(Err(e)),
+            Reply::LogoutAll(_) => Reply::LogoutAll(Err(e)),
+            Reply::Unlock(_) => Reply::Unlock(Err(e)),
+            Reply::LogoutOthers(_) => Reply::LogoutOthers(Err(e)),
+            Reply::ChangePassword(_) => Reply::ChangePassword(Err(e)),
+        }
+    }
+}

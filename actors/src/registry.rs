@@ -85,20 +85,27 @@ impl Registry {
         &self.cx
     }
 
-    /// Succeeds once this node has confirmed leadership in its current term.
+    /// Succeeds once this node has confirmed leadership in its current term and still holds
+    /// its leader lease; a lapsed lease (a pause, a partition, an overload) is renewed with a
+    /// read-index round trip first, which fails if another node has taken over.
     pub async fn ensure_leading(&self) -> Result<(), ActorError> {
         let term = self.cx.replicator.leading_term().ok_or(ActorError::NotLeader)?;
-        if *self.confirmed.lock() == Some(term) {
+        let current = || *self.confirmed.lock() == Some(term) && self.cx.replicator.holds_lease();
+        if current() {
             return Ok(());
         }
         let _one_at_a_time = self.confirming.lock().await;
-        if *self.confirmed.lock() == Some(term) {
+        if current() {
             return Ok(());
         }
         let confirmed = self.cx.replicator.confirm_leadership().await?;
-        self.drop_all();
-        *self.confirmed.lock() = Some(confirmed);
-        tracing::info!(term = confirmed, "leadership confirmed; actors will load from the replica");
+        let mut held = self.confirmed.lock();
+        if *held != Some(confirmed) {
+            // A new term: actors load afresh from the replica, which holds every committed write.
+            self.drop_all();
+            *held = Some(confirmed);
+            tracing::info!(term = confirmed, "leadership confirmed; actors will load from the replica");
+        }
         Ok(())
     }
 

@@ -221,8 +221,24 @@ impl Sessions {
         }
     }
 
-    /// Runs a forwarded command.
+    /// Runs a command (from this node's edge or forwarded by another node).
+    ///
+    /// The answer stands only if this node still holds its leader lease once the command has
+    /// run: then no other leader can have existed meanwhile, so the actors decided on current
+    /// state. Otherwise (this process was paused, or cut off, mid-command) the caller gets
+    /// `NotLeader` and retries; a write that did commit is found again by the retry (a refresh
+    /// within the grace window gets the same successor).
     pub async fn dispatch(&self, command: Command) -> Reply {
+        let reply = self.run(command).await;
+        if self.registry.context().replicator.holds_lease() {
+            reply
+        } else {
+            tracing::warn!("leader lease lapsed while a command ran; its answer is withheld");
+            reply.withheld()
+        }
+    }
+
+    async fn run(&self, command: Command) -> Reply {
         match command {
             Command::AdmitRegistration { ip } => Reply::AdmitRegistration(self.admit_registration(ip).await),
             Command::Register { user, email, password_hash } => {

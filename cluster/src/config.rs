@@ -32,8 +32,8 @@ impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
             heartbeat_ms: 150,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
+            election_timeout_min_ms: 750,
+            election_timeout_max_ms: 1_500,
             snapshot_every_entries: 20_000,
             keep_entries: 2_000,
             max_payload_entries: 64,

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{AUTH_HEADER, PeerAuth};
 use crate::codec;
+use crate::state_machine::Shared;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// Paths of the Raft routes on the peer listener.
@@ -90,7 +91,7 @@ pub struct PeerClient {
     auth: PeerAuth,
     faults: Option<Arc<dyn PeerFaults>>,
     self_id: NodeId,
-    /// When each peer last answered a request (any 2xx).
+    /// When the latest request each peer acknowledged (see `acknowledged`) was sent.
     contacts: Arc<parking_lot::Mutex<HashMap<NodeId, Instant>>>,
 }
 
@@ -106,9 +107,33 @@ impl PeerClient {
         PeerClient { http, auth, faults, self_id, contacts: Arc::default() }
     }
 
-    /// Time since `peer` last answered, if it ever did.
+    /// Records that `peer` acknowledged this node's leadership in answer to a request sent at
+    /// `sent` (a vote granted, entries or a snapshot chunk accepted in this node's term).
+    pub fn acknowledged(&self, peer: NodeId, sent: Instant) {
+        let mut contacts = self.contacts.lock();
+        let at = contacts.entry(peer).or_insert(sent);
+        *at = (*at).max(sent);
+    }
+
+    /// Time since the latest request `peer` acknowledged was sent, if it ever did.
     pub fn since_contact(&self, peer: NodeId) -> Option<Duration> {
         self.contacts.lock().get(&peer).map(|at| at.elapsed())
+    }
+
+    /// For a leader with these voters: time since it sent requests that a majority (itself
+    /// included) answered, i.e. how old its proof of leadership is. `None` if it has none.
+    pub fn quorum_age(&self, voters: &BTreeSet<NodeId>) -> Option<Duration> {
+        let needed = voters.len() / 2; // other voters needed for a majority with this one
+        if needed == 0 {
+            return Some(Duration::ZERO);
+        }
+        let mut ages: Vec<Duration> = voters
+            .iter()
+            .filter(|v| **v != self.self_id)
+            .map(|peer| self.since_contact(*peer).unwrap_or(Duration::MAX))
+            .collect();
+        ages.sort();
+        ages.get(needed - 1).copied().filter(|age| *age != Duration::MAX)
     }
 
     /// The shared HTTP client (for administrative calls between nodes).
@@ -153,9 +178,7 @@ impl PeerClient {
                 return Err(PeerError::Network(addr.to_string(), "reply dropped (fault injection)".into()));
             }
         }
-        if status.is_success() {
-            self.contacts.lock().insert(target, Instant::now());
-        } else {
+        if !status.is_success() {
             return Err(PeerError::Status {
                 addr: addr.to_string(),
                 status: status.as_u16(),
@@ -190,16 +213,18 @@ fn error_chain(e: &dyn Error) -> String {
 #[derive(Clone)]
 pub struct Network {
     client: PeerClient,
+    sm: Arc<Shared>,
 }
 
 impl Network {
-    pub fn new(client: PeerClient) -> Network {
-        Network { client }
+    pub(crate) fn new(client: PeerClient, sm: Arc<Shared>) -> Network {
+        Network { client, sm }
     }
 }
 
 pub struct Connection {
     client: PeerClient,
+    sm: Arc<Shared>,
     target: NodeId,
     node: NodeInfo,
 }
@@ -208,9 +233,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
-        Connection { client: self.client.clone(), target, node: node.clone() }
+        Connection { client: self.client.clone(), sm: Arc::clone(&self.sm), target, node: node.clone() }
     }
 }
+
+/// The body of an AppendEntries request: how old the leader's proof of leadership was when
+/// it sent the request (milliseconds; `None` if it had none), and openraft's request. A
+/// follower is only as current as its leader knew itself to be (see `peer::Freshness`).
+pub(crate) type AppendBody = (Option<u64>, AppendEntriesRequest<TypeConfig>);
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeInfo, E>>;
 
@@ -238,7 +268,16 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.call(paths::APPEND, &rpc, option.hard_ttl()).await
+        let voters: BTreeSet<NodeId> = self.sm.state.read().membership().membership().voter_ids().collect();
+        let lease = self.client.quorum_age(&voters).map(|age| age.as_millis().min(u64::MAX as u128) as u64);
+        let body: AppendBody = (lease, rpc);
+        let sent = Instant::now();
+        let response = self.call(paths::APPEND, &body, option.hard_ttl()).await;
+        // A higher vote in the answer means this node no longer leads: no acknowledgement.
+        if matches!(&response, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.client.acknowledged(self.target, sent);
+        }
+        response
     }
 
     async fn install_snapshot(
@@ -246,7 +285,13 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.call(paths::SNAPSHOT, &rpc, option.hard_ttl()).await
+        let (sent, vote) = (Instant::now(), rpc.vote);
+        let response: RpcResult<InstallSnapshotResponse<NodeId>, _> =
+            self.call(paths::SNAPSHOT, &rpc, option.hard_ttl()).await;
+        if matches!(&response, Ok(r) if r.vote <= vote) {
+            self.client.acknowledged(self.target, sent);
+        }
+        response
     }
 
     async fn vote(
@@ -254,6 +299,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.call(paths::VOTE, &rpc, option.hard_ttl()).await
+        let sent = Instant::now();
+        let response: RpcResult<VoteResponse<NodeId>, _> = self.call(paths::VOTE, &rpc, option.hard_ttl()).await;
+        if matches!(&response, Ok(r) if r.vote_granted) {
+            self.client.acknowledged(self.target, sent);
+        }
+        response
     }
 }

@@ -137,9 +137,15 @@ impl<V: StoreValue> ClusterNode<V> {
         let auth = PeerAuth::new(cluster_secret);
         let peer_client = PeerClient::new(config.node_id, auth.clone(), faults);
         let shared = sm.shared();
-        let raft = Raft::new(config.node_id, raft_config, Network::new(peer_client.clone()), log.clone(), sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            Network::new(peer_client.clone(), Arc::clone(&shared)),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let proposer = Proposer::spawn(raft.clone(), &config.tuning.proposer);
         let flusher = Arc::new(Flusher::<V>::new(
             config.node_id,
@@ -153,7 +159,7 @@ impl<V: StoreValue> ClusterNode<V> {
             raft: raft.clone(),
             auth,
             body_limit: config.tuning.peer_body_limit(),
-            leader_contact: Arc::default(),
+            freshness: Arc::default(),
         };
 
         let node = ClusterNode {
@@ -283,24 +289,22 @@ impl<V: StoreValue> ClusterNode<V> {
         }
     }
 
-    /// How long since this node last knew a leader was in charge: for the leader, since a
-    /// quorum of voters (itself included) last answered it; for a follower, since the leader
-    /// last reached it. `None` if never. Reads should fail closed past a bound on this.
+    /// How long since this replica was known to be as current as a leader in charge: for the
+    /// leader, since it sent the requests a quorum of voters (itself included) last answered;
+    /// for a follower, since the leader it applied everything from last had that proof (see
+    /// `peer::Freshness`). `None` if never. Reads should fail closed past a bound on this.
+    ///
+    /// A new leader cannot exist before `election_timeout_max` after a quorum last heard from
+    /// the old one (openraft's leader lease), so with `max_staleness ≤ election_timeout_max`
+    /// no node serves a read that a newer leader has already overwritten.
     pub fn staleness(&self) -> Option<Duration> {
         let leadership = self.leadership();
         if !leadership.this_node_leads {
-            return self.inner.peer_service.leader_contact.lock().map(|at| at.elapsed());
+            let applied = self.applied_index().unwrap_or(0);
+            return self.inner.peer_service.freshness.lock().age(applied);
         }
-        let voters: Vec<NodeId> = self.inner.sm.state.read().membership().membership().voter_ids().collect();
-        let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.inner.id).collect();
-        let needed = voters.len() / 2; // other voters needed for a majority with this one
-        if needed == 0 {
-            return Some(Duration::ZERO);
-        }
-        let mut ages: Vec<Duration> =
-            others.iter().map(|peer| self.inner.peer_client.since_contact(*peer).unwrap_or(Duration::MAX)).collect();
-        ages.sort();
-        ages.get(needed - 1).copied().filter(|age| *age != Duration::MAX)
+        let voters: BTreeSet<NodeId> = self.inner.sm.state.read().membership().membership().voter_ids().collect();
+        self.inner.peer_client.quorum_age(&voters)
     }
 
     /// Waits until this replica has applied everything committed before the call: on the

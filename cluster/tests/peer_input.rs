@@ -38,6 +38,8 @@ async fn the_peer_listener_rejects_bad_requests_and_keeps_serving() {
             400,
         ),
         ("empty body", Some(good.sign(paths::VOTE, b"")), Vec::new(), 400),
+        ("replayed a minute later", Some(good.sign_at(paths::VOTE, &body, unix_ms() - 60_000)), body.clone(), 401),
+        ("signed a minute ahead", Some(good.sign_at(paths::VOTE, &body, unix_ms() + 60_000)), body.clone(), 401),
     ];
     for (name, mac, body, status) in cases {
         let mut request = http.post(&url).body(body);
@@ -53,4 +55,8 @@ async fn the_peer_listener_rejects_bad_requests_and_keeps_serving() {
     assert_eq!((status.term, status.role), (term, "leader"));
     assert!(matches!(node.put("still/alive", 1).await, Ok(TxnOutcome::Committed { .. })));
     node.stop().await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

@@ -18,6 +18,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
 }
 
 #[test]
-fn the_redb_log_store_and_state_machine_pass_openraft_s_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(RedbBuilder)
+fn the_redb_log_store_and_state_machine_pass_openraft_s_suite() {
+    if let Err(e) = Suite::test_all(RedbBuilder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }

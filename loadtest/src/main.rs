@@ -22,7 +22,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::{Conn, Target};
-use crate::report::{Live, Recorder, Report, Timeline, Window};
+use crate::report::{Live, Recorder, Report, Run, Timeline, Window};
 use crate::scenario::{Mix, Plan, Scenario, Session, VirtualUser, login_call};
 
 #[derive(Debug, Parser)]
@@ -288,17 +288,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => "closed loop".to_string(),
     };
     let scenario_name = format!("{:?}", args.scenario).to_lowercase();
-    let report = Report::build(
-        &scenario_name,
-        args.targets.clone(),
+    let run = Run {
+        scenario: scenario_name.clone(),
+        targets: args.targets.clone(),
         mode,
-        users,
+        virtual_users: users,
         measured,
-        &total,
-        &timeline,
         generator_cpu,
         server_cpu,
-    );
+    };
+    let report = Report::build(run, &total, &timeline);
     report.print();
     let out = args.out.clone().unwrap_or_else(|| {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

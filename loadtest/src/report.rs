@@ -219,22 +219,24 @@ pub struct Report {
     pub timeline: Vec<Second>,
 }
 
+/// What was run, for the report's header.
+pub struct Run {
+    pub scenario: String,
+    pub targets: Vec<String>,
+    pub mode: String,
+    pub virtual_users: usize,
+    pub measured: Duration,
+    pub generator_cpu: f64,
+    pub server_cpu: Option<f64>,
+}
+
 impl Report {
-    pub fn build(
-        scenario: &str,
-        targets: Vec<String>,
-        mode: String,
-        virtual_users: usize,
-        measured: Duration,
-        recorder: &Recorder,
-        timeline: &Timeline,
-        generator_cpu: f64,
-        server_cpu: Option<f64>,
-    ) -> Report {
+    pub fn build(run: Run, recorder: &Recorder, timeline: &Timeline) -> Report {
+        let Run { scenario, targets, mode, virtual_users, measured, generator_cpu, server_cpu } = run;
         let h = &recorder.latency;
         let ms = |v: u64| v as f64 / 1000.0;
         Report {
-            scenario: scenario.to_string(),
+            scenario,
             targets,
             mode,
             virtual_users,

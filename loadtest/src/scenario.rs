@@ -140,7 +140,7 @@ impl VirtualUser {
 
     async fn verify(&mut self, recorder: &mut Recorder, due: Instant) {
         let Some(session) = &self.session else { return };
-        let method = if self.steps % 2 == 0 { Method::GET } else { Method::HEAD };
+        let method = if self.steps.is_multiple_of(2) { Method::GET } else { Method::HEAD };
         let call = Call::with_bearer(method, "/v1/verify", &session.access);
         let outcome = match self.conns[0].send(&call).await {
             Ok((status, _)) if status == 200 || status == 204 => Outcome::Ok,

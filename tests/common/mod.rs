@@ -2,6 +2,9 @@
 //! directory and a fresh database.
 #![allow(dead_code)]
 
+pub mod history;
+pub mod procs;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -357,16 +357,16 @@ mod tests {
                         granted_since_success += 1;
                         prop_assert!(granted_since_success <= policy.threshold, "{} guesses", granted_since_success);
                     },
-                    2 => if let Some(permit) = outstanding.pop() {
-                        if let ReportVerdict::Recorded { guard: g } = guard.report(permit, Attempt::Failed, now, &policy) {
-                            guard = g;
-                        }
+                    2 => if let Some(permit) = outstanding.pop()
+                        && let ReportVerdict::Recorded { guard: g } = guard.report(permit, Attempt::Failed, now, &policy)
+                    {
+                        guard = g;
                     },
-                    _ => if let Some(permit) = outstanding.pop() {
-                        if let ReportVerdict::Recorded { guard: g } = guard.report(permit, Attempt::Succeeded, now, &policy) {
-                            guard = g;
-                            granted_since_success = guard.permits.len() as u32;
-                        }
+                    _ => if let Some(permit) = outstanding.pop()
+                        && let ReportVerdict::Recorded { guard: g } = guard.report(permit, Attempt::Succeeded, now, &policy)
+                    {
+                        guard = g;
+                        granted_since_success = guard.permits.len() as u32;
                     },
                 }
             }

@@ -126,7 +126,7 @@ mod tests {
             ("Ünïcödé-Pässwörd-🦀-42".into(), true),       // non-ASCII
             ("🦀🐙🦑🐳🦈🐬🐟".into(), false),              // 7 code points: too short
             ("🦀🐙🦑🐳🦈🐬🐟🐠🦐🦞🦂".into(), true),       // 11 emoji
-            (format!("{}", "an unguessable passphrase ".repeat(9).chars().take(256).collect::<String>()), true),
+            ("an unguessable passphrase ".repeat(9).chars().take(256).collect::<String>(), true),
             ("y".repeat(257), false), // over 256 code points
             ("é".repeat(600), false), // over 1024 bytes
         ];

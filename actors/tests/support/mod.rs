@@ -103,6 +103,10 @@ impl Replicator for MemoryStore {
         })
     }
 
+    fn holds_lease(&self) -> bool {
+        self.term.lock().is_some()
+    }
+
     fn confirm_leadership(&self) -> BoxFuture<'static, Result<u64, ReplicaError>> {
         self.confirmations.fetch_add(1, Ordering::SeqCst);
         let term = *self.term.lock();
