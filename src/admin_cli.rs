@@ -24,6 +24,7 @@ pub fn run(args: ClusterArgs, configured_token: Option<String>) -> anyhow::Resul
             ClusterCommand::Promote { id } => (reqwest::Method::POST, format!("/admin/voters/{id}"), None),
             ClusterCommand::Remove { id } => (reqwest::Method::DELETE, format!("/admin/members/{id}"), None),
             ClusterCommand::Elect => (reqwest::Method::POST, "/admin/elect".to_string(), None),
+            ClusterCommand::Transfer { to } => (reqwest::Method::POST, format!("/admin/transfer/{to}"), None),
         };
         let mut request = client.request(method, format!("{base}{path}")).bearer_auth(token);
         if let Some(body) = body {
@@ -42,6 +43,10 @@ pub fn run(args: ClusterArgs, configured_token: Option<String>) -> anyhow::Resul
                 let done = body["initialized"] == true;
                 format!("{}\n", if done { "initialised a new cluster" } else { "already part of a cluster" })
             }
+            ClusterCommand::Transfer { to } => {
+                format!("node {to} leads (took {} ms)\n", num(&body["took_ms"]))
+            }
+            ClusterCommand::Elect => "election started\n".to_string(),
             _ => format!("done\n{}", summary(&body["status"])),
         };
         // A closed pipe (`| head`) is not an error worth a panic.
@@ -81,6 +86,14 @@ fn summary(s: &Value) -> String {
         num(&s["purged_index"])
     );
     out += &format!("leader contact: {} s ago\n", num(&s["since_leader_contact_seconds"]));
+    if s["actors"].is_object() {
+        out += &format!(
+            "actors: {} identities, {} session families, {} client networks\n",
+            num(&s["actors"]["identities"]),
+            num(&s["actors"]["families"]),
+            num(&s["actors"]["clients"])
+        );
+    }
     let store = &s["store"];
     out += &format!(
         "store: {} reachable={} watermark {} lag {} entries / {} s, last flush {} s ago\n",

@@ -77,6 +77,11 @@ pub enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
-    /// Start an election on `--node` (moves leadership there if its log is up to date).
+    /// Move leadership to voter `--to` (writes pause for about one election timeout).
+    Transfer {
+        #[arg(long)]
+        to: u64,
+    },
+    /// Start an election on `--node` now (use `transfer` to move leadership deliberately).
     Elect,
 }

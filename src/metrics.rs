@@ -39,4 +39,13 @@ pub fn record_cluster(status: &ClusterStatus) {
     gauge("tessera_proposer_entries", status.proposer.entries as f64);
     gauge("tessera_proposer_transactions", status.proposer.transactions as f64);
     gauge("tessera_keys_live", status.keys.live as f64);
+    gauge("tessera_raft_committed_index", status.committed.unwrap_or(0) as f64);
+    // Unknown (never heard from a leader) reads as infinitely stale.
+    gauge("tessera_raft_since_leader_contact_seconds", status.since_leader_contact_seconds.unwrap_or(f64::INFINITY));
+    for member in &status.members {
+        if let Some(lag) = member.replication_lag {
+            metrics::gauge!("tessera_raft_replication_lag", "node" => node.clone(), "member" => member.id.to_string())
+                .set(lag as f64);
+        }
+    }
 }

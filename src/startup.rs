@@ -300,6 +300,8 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 node: parts.cluster.clone(),
                 token: parts.secrets.admin_token.clone(),
                 faults: parts.fault_layer.clone(),
+                registry: Arc::clone(&registry),
+                election_timeout_max: confirm_timeout,
             });
             let peer = HttpServer::new(move || {
                 App::new()

@@ -538,3 +538,50 @@ async fn a_replay_on_another_node_revokes_the_family_on_every_node() {
         "replay: rotated twice on node {a}, replayed the first token on node {b}: family revoked on all three nodes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_moves_to_the_chosen_voter_during_rotations() {
+    let cluster = ProcCluster::start(3, &[]).await;
+    let history = History::new(cluster.urls(), CLIENT_TIMEOUT);
+    let sessions = open_sessions(&history, "transfer", 6).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| tokio::spawn(rotate_until(history.clone(), i, s.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let mut moves = Vec::new();
+    for _ in 0..3 {
+        let leader = cluster.wait_leader(Duration::from_secs(5), None).await;
+        let target = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+        let via = cluster.ids().into_iter().find(|id| *id != target).unwrap();
+        let asked = Instant::now();
+        let answer = cluster.transfer(via, target).await;
+        assert_eq!(answer["leader"], target);
+        assert_eq!(cluster.wait_leader(Duration::from_secs(5), None).await, target);
+        moves.push((leader, target, asked, asked.elapsed()));
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut finals = Vec::new();
+    for worker in workers {
+        finals.push(worker.await.unwrap());
+    }
+    let successors = history.assert_one_successor();
+    for (i, session) in finals.iter().enumerate() {
+        assert_still_rotates(&history, i, session).await;
+    }
+    let (ok, failed, unknown) = history.tally("refresh");
+    let moves: Vec<String> = moves
+        .iter()
+        .map(|(from, to, asked, took)| {
+            let write = history.first_write_after(*asked).map(ms).unwrap_or_default();
+            format!("{from}→{to} in {} (first write done {write} after asking)", ms(*took))
+        })
+        .collect();
+    println!(
+        "transfer: {}; {ok} rotations ok, {failed} failed, {unknown} unknown over {successors} tokens",
+        moves.join(", ")
+    );
+}

@@ -96,6 +96,8 @@ struct Inner<V> {
     peer_client: PeerClient,
     peer_service: PeerService,
     origin: Origin,
+    /// Until when this node must not stand for election (a leadership transfer is running).
+    hold_elections_until: parking_lot::Mutex<Option<Instant>>,
     _value: PhantomData<fn() -> V>,
 }
 
@@ -175,6 +177,7 @@ impl<V: StoreValue> ClusterNode<V> {
                 peer_client,
                 peer_service,
                 origin,
+                hold_elections_until: parking_lot::Mutex::new(None),
                 _value: PhantomData,
             }),
         };
@@ -362,8 +365,37 @@ impl<V: StoreValue> ClusterNode<V> {
         Ok(())
     }
 
-    /// Starts an election on this node (how leadership is moved in openraft 0.9: run it on the
-    /// node that should lead; its log must be up to date to win).
+    /// Stops this node's proposer from starting new log entries for `duration` (zero: resumes).
+    /// Used by a leadership transfer so the target can hold the whole log before it stands.
+    pub fn pause_proposals(&self, duration: Duration) {
+        self.inner.proposer.pause(duration);
+    }
+
+    /// Keeps this node from standing for election for `duration` (zero: lets it stand again
+    /// now). While a transfer runs, every voter but the target holds, so the target is the only
+    /// candidate. The hold lapses by itself, so a transfer that dies half-way heals.
+    pub fn hold_elections(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        *self.inner.hold_elections_until.lock() = (!duration.is_zero()).then_some(until);
+        self.inner.raft.runtime_config().elect(duration.is_zero());
+        if duration.is_zero() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            let mut held = node.inner.hold_elections_until.lock();
+            if held.is_some_and(|at| at <= Instant::now()) {
+                *held = None;
+                node.inner.raft.runtime_config().elect(true);
+            }
+        });
+    }
+
+    /// Starts an election on this node now. Voters that still hear from a healthy leader refuse
+    /// (openraft's leader lease), but the leader steps down when this node answers its next
+    /// heartbeat with the higher term, and grants the vote on the next round: with the other
+    /// voters holding their elections (`hold_elections`), this moves leadership here.
     pub async fn elect(&self) -> Result<(), MembershipError> {
         self.inner.raft.trigger().elect().await.map_err(|e| MembershipError::Failed(e.to_string()))
     }

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use parking_lot::Mutex;
@@ -116,6 +116,9 @@ impl ProposerStats {
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     stats: Arc<ProposerStats>,
+    /// While set and in the future, no new entry is proposed (a leadership transfer is
+    /// letting the target catch up); queued transactions wait.
+    paused_until: Arc<parking_lot::Mutex<Option<Instant>>>,
     max_bytes: usize,
     write_timeout: Duration,
 }
@@ -139,10 +142,12 @@ impl Proposer {
     pub fn spawn(raft: Raft, config: &ProposerConfig) -> Proposer {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(raft, rx, config.clone(), Arc::clone(&stats)));
+        let paused_until = Arc::new(parking_lot::Mutex::new(None));
+        tokio::spawn(run(raft, rx, config.clone(), Arc::clone(&stats), Arc::clone(&paused_until)));
         Proposer {
             tx,
             stats,
+            paused_until,
             max_bytes: config.max_batch_bytes,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
         }
@@ -166,6 +171,13 @@ impl Proposer {
         }
     }
 
+    /// Stops proposing new entries for `duration` (zero: resumes now). Entries already
+    /// proposed complete; new transactions queue (and time out as usual if the pause outlasts
+    /// their write timeout).
+    pub fn pause(&self, duration: Duration) {
+        *self.paused_until.lock() = (!duration.is_zero()).then(|| Instant::now() + duration);
+    }
+
     /// Transactions waiting for a batch.
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -176,7 +188,13 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, config: ProposerConfig, stats: Arc<ProposerStats>) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    config: ProposerConfig,
+    stats: Arc<ProposerStats>,
+    paused_until: Arc<parking_lot::Mutex<Option<Instant>>>,
+) {
     let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut carried: Option<Pending> = None;
     loop {
@@ -187,6 +205,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, config: ProposerConfig
                 None => return,
             },
         };
+        while paused_until.lock().is_some_and(|until| until > Instant::now()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Wait for a free slot before draining, so the batch grows while entries are in flight.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;

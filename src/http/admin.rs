@@ -8,7 +8,9 @@
 //! | `POST /admin/learners` `{"id","peer_addr","public_addr"}` | add a node as a learner and wait until it caught up |
 //! | `POST /admin/voters/{id}` | promote a learner to voter |
 //! | `DELETE /admin/members/{id}` | remove a node (voter or learner) |
-//! | `POST /admin/elect` | start an election on this node (how leadership moves in openraft 0.9) |
+//! | `POST /admin/elect` | start an election on this node |
+//! | `POST /admin/transfer/{id}` | move leadership to voter `id` (see `transfer`) |
+//! | `POST /admin/hold-elections` `{"ms"}` | keep this node from standing for election that long (0: release) |
 //! | `PUT /admin/faults` `{"isolated": [ids]}` | test builds only (`fault_injection`): cut this node off from those peers |
 
 use std::collections::BTreeSet;
@@ -36,6 +38,9 @@ pub struct AdminState {
     pub node: ClusterNode<Record>,
     pub token: Secret,
     pub faults: Option<Arc<Partition>>,
+    pub registry: Arc<tessera_actors::registry::Registry>,
+    /// `raft.election_timeout_max_ms`: bounds how long a leadership transfer may take.
+    pub election_timeout_max: Duration,
 }
 
 /// Constant-time check of `Authorization: Bearer <admin token>` (digests are compared, so
@@ -62,6 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/voters/{id}", web::post().to(promote))
         .route("/admin/members/{id}", web::delete().to(remove))
         .route("/admin/elect", web::post().to(elect))
+        .route("/admin/transfer/{id}", web::post().to(transfer))
+        .route("/admin/hold-elections", web::post().to(hold_elections))
         .route("/admin/faults", web::put().to(faults));
 }
 
@@ -78,7 +85,9 @@ async fn init(state: web::Data<AdminState>, req: HttpRequest) -> Result<HttpResp
 
 async fn status(state: web::Data<AdminState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    Ok(HttpResponse::Ok().json(state.node.status()))
+    let mut view = serde_json::to_value(state.node.status()).map_err(ApiError::internal)?;
+    view["actors"] = serde_json::to_value(state.registry.counts()).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Deserialize)]
@@ -160,6 +169,110 @@ async fn elect(state: web::Data<AdminState>, req: HttpRequest) -> Result<HttpRes
     authorize(&req, &state)?;
     state.node.elect().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct Hold {
+    ms: u64,
+}
+
+async fn hold_elections(
+    state: web::Data<AdminState>,
+    req: HttpRequest,
+    body: web::Json<Hold>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    if body.ms > 60_000 {
+        return Err(ApiError::BadRequest("ms must be at most 60000".into()));
+    }
+    state.node.hold_elections(Duration::from_millis(body.ms));
+    Ok(HttpResponse::Ok().json(json!({ "ok": true, "held_ms": body.ms })))
+}
+
+/// Moves leadership to voter `id`; runs on the leader (other nodes forward it there).
+///
+/// openraft 0.9 has no transfer, so the leader: makes every voter but the target hold its
+/// elections, stops proposing new entries, waits until the target holds its whole log, and has
+/// the target stand. The target's higher term makes the leader step down on the next
+/// heartbeat, and the leader (whose log is no longer than the target's) votes for it on the
+/// next round. Holds and the pause lapse by themselves, so a transfer that dies half-way heals;
+/// they are released as soon as the target leads. Writes pause for about one election timeout.
+async fn transfer(
+    state: web::Data<AdminState>,
+    req: HttpRequest,
+    path: web::Path<NodeId>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let target = *path;
+    let status = state.node.status();
+    if status.leader_id == Some(target) {
+        return Ok(HttpResponse::Ok().json(json!({ "ok": true, "leader": target, "took_ms": 0 })));
+    }
+    if !state.node.leadership().this_node_leads {
+        return match status.leader {
+            Some(leader) if req.headers().get(FORWARDED).is_none() => forward(&req, body, &leader).await,
+            _ => Err(ApiError::unavailable("no leader available; retry")),
+        };
+    }
+    let me = state.node.id();
+    let voters: Vec<_> = status.members.iter().filter(|m| m.voter).map(|m| (m.id, m.peer_addr.clone())).collect();
+    let Some(target_addr) = voters.iter().find(|(id, _)| *id == target).map(|(_, addr)| addr.clone()) else {
+        return Err(ApiError::BadRequest(format!("node {target} is not a voter")));
+    };
+    let token = bearer(&req).unwrap_or_default().to_string();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(ApiError::internal)?;
+    let call = |addr: String, path: &'static str, body: serde_json::Value| {
+        let request = client.post(format!("http://{addr}{path}")).bearer_auth(&token).json(&body);
+        async move { request.send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+    };
+    let others: Vec<_> = voters.iter().filter(|(id, _)| *id != target && *id != me).cloned().collect();
+    let hold = |ms: u64| {
+        state.node.hold_elections(Duration::from_millis(ms));
+        futures::future::join_all(
+            others.iter().map(|(_, addr)| call(addr.clone(), "/admin/hold-elections", json!({ "ms": ms }))),
+        )
+    };
+    let limit = 3 * state.election_timeout_max;
+    tracing::info!(target, "transferring leadership");
+    let started = std::time::Instant::now();
+    hold(limit.as_millis() as u64).await;
+    state.node.pause_proposals(limit);
+    let moved = async {
+        // The target must hold every entry this leader has before it stands.
+        loop {
+            let now = state.node.status();
+            let matched = now.members.iter().find(|m| m.id == target).and_then(|m| m.matched_index);
+            if matched.is_some() && matched == now.last_log_index {
+                break;
+            }
+            if started.elapsed() > limit / 2 {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !call(target_addr.clone(), "/admin/elect", json!({})).await {
+            return false;
+        }
+        while started.elapsed() < limit {
+            if state.node.status().leader_id == Some(target) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+    .await;
+    state.node.pause_proposals(Duration::ZERO);
+    hold(0).await;
+    let took_ms = started.elapsed().as_millis() as u64;
+    if moved {
+        tracing::info!(target, took_ms, "leadership transferred");
+        Ok(HttpResponse::Ok().json(json!({ "ok": true, "leader": target, "took_ms": took_ms })))
+    } else {
+        tracing::warn!(target, took_ms, "leadership transfer did not complete");
+        Err(ApiError::unavailable(format!("node {target} did not take over within {limit:?}")))
+    }
 }
 
 #[derive(Deserialize)]

@@ -193,8 +193,17 @@ pub struct ChildNode {
     pub data_dir: PathBuf,
 }
 
+/// A port on 127.0.0.1 that was free a moment ago and that this process has not handed out
+/// before (the kernel may offer a just-released port again).
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        if GIVEN.lock().unwrap().insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 pub fn tessera_command(data_dir: &std::path::Path, public: SocketAddr, peer: SocketAddr) -> Command {

@@ -158,6 +158,13 @@ impl ProcCluster {
         assert!(promoted.status().is_success(), "promote {id}: {}", promoted.text().await.unwrap());
     }
 
+    /// Moves leadership to `to` through node `via`'s admin API; returns the reported time.
+    pub async fn transfer(&self, via: u64, to: u64) -> Value {
+        let moved = self.admin(via, reqwest::Method::POST, &format!("/admin/transfer/{to}"), None).await;
+        assert!(moved.status().is_success(), "transfer to {to}: {}", moved.text().await.unwrap());
+        moved.json().await.unwrap()
+    }
+
     pub async fn remove(&self, id: u64) {
         let via = self.leader().await.expect("a leader to remove a member");
         let removed = self.admin(via, reqwest::Method::DELETE, &format!("/admin/members/{id}"), None).await;
@@ -198,9 +205,14 @@ impl ProcCluster {
         }
     }
 
-    pub async fn wait_ready(&self, id: u64) {
+    pub async fn wait_ready(&mut self, id: u64) {
         let started = Instant::now();
         loop {
+            if let Some(child) = &mut self.node_mut(id).child
+                && let Some(status) = child.try_wait().unwrap()
+            {
+                panic!("node {id} exited with {status} before it became ready");
+            }
             if let Ok(r) = self.client.get(self.node(id).url("/readyz")).timeout(Duration::from_secs(2)).send().await
                 && r.status() == 200
             {
