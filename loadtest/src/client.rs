@@ -56,6 +56,10 @@ impl Call {
         Call { method: Method::POST, path, bearer: None, json: Some(Bytes::from(body.to_string())) }
     }
 
+    pub fn get(path: &'static str) -> Call {
+        Call { method: Method::GET, path, bearer: None, json: None }
+    }
+
     pub fn with_bearer(method: Method, path: &'static str, token: &str) -> Call {
         let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("tokens are header-safe");
         Call { method, path, bearer: Some(bearer), json: None }

@@ -26,6 +26,8 @@ pub enum Scenario {
     Race,
     /// A wrong-password storm against one account.
     Lockout,
+    /// `GET /healthz`: the HTTP ceiling of the same server, middleware and all.
+    Trivial,
 }
 
 /// Mixed-scenario weights, in percent.
@@ -114,7 +116,11 @@ impl VirtualUser {
 
     async fn login(&mut self, recorder: &mut Recorder, due: Instant) -> bool {
         let call = self.plan.logins[self.account].clone();
-        self.account = (self.account + 1) % self.plan.logins.len();
+        // The login scenario spreads over every account; the others keep one account per user,
+        // so no user's sessions are evicted by another's logins (the per-user session cap).
+        if self.plan.scenario == Scenario::Login {
+            self.account = (self.account + 1) % self.plan.logins.len();
+        }
         match self.conns[0].send(&call).await {
             Ok((status, body)) if status == 200 => match serde_json::from_slice::<Tokens>(&body) {
                 Ok(t) => {
@@ -219,6 +225,16 @@ impl VirtualUser {
         self.session = successors.into_iter().next();
     }
 
+    async fn trivial(&mut self, recorder: &mut Recorder, due: Instant) {
+        let call = Call::get("/healthz");
+        let outcome = match self.conns[0].send(&call).await {
+            Ok((status, _)) if status == 200 => Outcome::Ok,
+            Ok((status, _)) => Outcome::Status(status.as_u16()),
+            Err(e) => transport(e),
+        };
+        recorder.record(due, outcome);
+    }
+
     async fn wrong_password(&mut self, recorder: &mut Recorder, due: Instant) {
         let outcome = match self.conns[0].send(&self.plan.wrong_password).await {
             Ok((status, _)) if status == 401 || status == 429 => Outcome::Ok,
@@ -245,6 +261,7 @@ impl VirtualUser {
             }
             Scenario::Race => self.race(recorder, due).await,
             Scenario::Lockout => self.wrong_password(recorder, due).await,
+            Scenario::Trivial => self.trivial(recorder, due).await,
             Scenario::Mixed => {
                 if self.session.is_none() {
                     self.login(recorder, due).await;
