@@ -233,9 +233,10 @@ impl Default for Settings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenSettings {
-    /// `iss` of every access token and the discovery document's issuer. Default:
-    /// `http://<advertised public address>`; set it explicitly (the same on every node) when
-    /// nodes sit behind a load balancer.
+    /// `iss` of every access token and the discovery document's issuer. Default: the
+    /// `http://<advertised public address>` of the node that initialised the cluster, recorded
+    /// in the replicated store so every node agrees; set it explicitly (the same on every node)
+    /// when nodes sit behind a load balancer.
     pub issuer: Option<String>,
     /// `aud` of every access token, required on verification.
     pub audience: String,
@@ -483,7 +484,8 @@ impl Settings {
             .unwrap_or_else(|| DatabaseUrl(format!("sqlite://{}", self.data_dir.join("tessera.sqlite").display())))
     }
 
-    /// The configured issuer, or one derived from the public address actually advertised.
+    /// The configured issuer, or one derived from the public address actually advertised (which
+    /// the cluster records as its issuer if this node initialises it).
     pub fn issuer(&self, advertised_public: &str) -> String {
         self.tokens.issuer.clone().unwrap_or_else(|| format!("http://{advertised_public}"))
     }

@@ -36,7 +36,7 @@ use crate::http::csrf::Csrf;
 use crate::http::{self, AppState};
 use crate::passwords::Passwords;
 use crate::secrets::{self, Secrets};
-use crate::tokens::{AccessTokens, KeyRing, keyring, provider};
+use crate::tokens::{AccessTokens, Issuer, KeyRing, keyring, provider};
 
 /// A running Tessera node.
 pub struct Node {
@@ -116,16 +116,20 @@ impl Node {
             }
             anyhow::Ok(cluster)
         })?;
+        // A restore converts every stored row (JSON, then the log's encoding) and writes a
+        // local snapshot: hand the transient memory back rather than keep it resident.
+        release_free_memory();
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
         let passwords = Arc::new(Passwords::new(&settings.argon2)?);
         let keyring = Arc::new(KeyRing::new(secrets.key_encryption_key));
         keyring.reload(&cluster)?;
+        let issuer = settings.issuer(&info.public_addr);
         let tokens = Arc::new(AccessTokens::new(
             Arc::clone(&keyring),
             cluster.clone(),
-            settings.issuer(&info.public_addr),
+            Issuer { configured: settings.tokens.issuer.clone(), derived: issuer.clone() },
             settings.tokens.audience.clone(),
             Duration::from_secs(settings.tokens.access_ttl_secs),
             Duration::from_secs(settings.tokens.leeway_secs),
@@ -150,7 +154,7 @@ impl Node {
             cluster.clone(),
             served.registry,
             keyring,
-            Housekeeping { clock, entropy, kek, actor_idle },
+            Housekeeping { clock, entropy, kek, issuer, actor_idle },
             stopped,
         ));
         tracing::info!(%public_addr, %peer_addr, node_id = cluster.id(), "tessera is serving");
@@ -415,12 +419,14 @@ struct Housekeeping {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     kek: [u8; 32],
+    /// This node's issuer, recorded as the cluster's if this node initialises it.
+    issuer: String,
     actor_idle: Duration,
 }
 
 /// Background duties, every 250 ms: follow leadership (drop actors when it is lost; create
-/// the signing key when leading a cluster that has none), pick up new signing keys, and
-/// passivate idle actors.
+/// the signing key and record the issuer when leading a cluster that lacks them), pick up new
+/// signing keys, and passivate idle actors.
 async fn housekeeping(
     cluster: ClusterNode<Record>,
     registry: Arc<Registry>,
@@ -438,9 +444,17 @@ async fn housekeeping(
         }
         was_leading = leading;
         if leading {
-            match keyring::ensure_signing_key(&cluster, &*duties.entropy, &duties.kek, duties.clock.now()).await {
+            match keyring::ensure_signing_key_and_issuer(
+                &cluster,
+                &*duties.entropy,
+                &duties.kek,
+                &duties.issuer,
+                duties.clock.now(),
+            )
+            .await
+            {
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot create the signing key yet"),
+                Err(e) => tracing::warn!(error = %e, "cannot create the signing key or record the issuer yet"),
             }
         }
         if let Err(e) = keyring.reload(&cluster) {
@@ -457,5 +471,16 @@ async fn housekeeping(
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Returns the allocator's free pages to the operating system (glibc keeps freed memory in
+/// its arenas otherwise, so a one-off bulk load would stay resident for the process's life).
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory glibc already holds as free; it touches no
+    // live allocation and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -22,14 +22,10 @@ async fn every_node_serves_every_request_and_agrees_on_the_outcome() {
     assert_eq!(login.status(), 200);
     let tokens: Value = login.json().await.unwrap();
 
-    // Every node verifies from its own replica, and serves the same JWKS.
+    // Every node verifies the new token at once (catching up if needed) and serves the same JWKS.
     let mut jwks = Vec::new();
     for app in &apps {
-        let started = Instant::now();
-        while app.verify(tokens["access_token"].as_str().unwrap()).await.status() != 200 {
-            assert!(started.elapsed() < Duration::from_secs(5), "replica never caught up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_eq!(app.verify(tokens["access_token"].as_str().unwrap()).await.status(), 200);
         jwks.push(
             app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json::<Value>().await.unwrap(),
         );

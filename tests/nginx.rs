@@ -120,7 +120,17 @@ async fn a_three_node_cluster_behind_the_shipped_nginx_config() {
     }
     let logout = http.post(url("/v1/logout")).bearer_auth(&access).send().await.unwrap();
     assert_eq!(logout.status(), 204);
-    assert_eq!(verify(access.clone()).await.unwrap().status(), 401);
+    // Whichever node nginx picks, a strong read sees the logout at once. A plain read comes
+    // from that node's replica, which may apply the commit a moment after the logout answered
+    // (bounded staleness): it must say 401 on both live nodes well within max_staleness.
+    let strong = http.get(url("/v1/verify?consistency=strong")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(strong.status(), 401, "strong read after logout");
+    let ended = std::time::Instant::now();
+    let mut plain = Vec::new();
+    while plain.len() < 2 || !plain.iter().all(|s| *s == 401) {
+        assert!(ended.elapsed() < Duration::from_millis(1_500), "the logout never reached a replica: {plain:?}");
+        plain = vec![verify(access.clone()).await.unwrap().status(), verify(access.clone()).await.unwrap().status()];
+    }
 
     // Logins are limited per client at the proxy: two logins so far, a burst of five more is
     // allowed at once, then nginx answers 429 itself (Tessera's own limits are set high here).

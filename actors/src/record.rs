@@ -26,6 +26,9 @@ pub enum Record {
     ActiveSigningKey(String),
     /// `guard/{user_id}` → failed attempts, permits in flight, lock state.
     LoginGuard(LoginGuard),
+    /// `cluster/issuer` → the `iss` of the cluster's access tokens where no node configures
+    /// one: the initialising node's public URL, recorded once so every node agrees.
+    Issuer(String),
 }
 
 /// An Ed25519 signing key. The private half is sealed (XChaCha20-Poly1305 under the cluster
@@ -45,6 +48,7 @@ pub mod keys {
     use super::*;
 
     pub const ACTIVE_SIGNING_KEY: &str = "signing/active";
+    pub const ISSUER: &str = "cluster/issuer";
     /// Never written: the target of compare-only writes that pace unknown-account logins.
     pub const PACE: &str = "pace/unknown-login";
     pub const SIGNING_KEY_PREFIX: &str = "sigkey/";

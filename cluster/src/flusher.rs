@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::durable::{DurableStore, FlushOutcome, Row, StoreMeta};
 use crate::kv::DirtyRow;
+use crate::proposer::Pause;
 use crate::state_machine::Shared;
 use crate::store::StoreValue;
 use crate::types::{Command, NodeId, Raft, Version};
@@ -52,6 +53,8 @@ pub(crate) struct Flusher<V> {
     sm: Arc<Shared>,
     store: Arc<dyn DurableStore>,
     keep_entries: u64,
+    /// A leadership transfer's pause on new entries: no compaction entry meanwhile.
+    pause: Pause,
     pub state: Mutex<FlushState>,
     /// Serializes periodic and on-demand flushes.
     running: tokio::sync::Mutex<()>,
@@ -71,7 +74,14 @@ pub enum FlushError {
 }
 
 impl<V: StoreValue> Flusher<V> {
-    pub fn new(node_id: NodeId, raft: Raft, sm: Arc<Shared>, store: Arc<dyn DurableStore>, keep_entries: u64) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft,
+        sm: Arc<Shared>,
+        store: Arc<dyn DurableStore>,
+        keep_entries: u64,
+        pause: Pause,
+    ) -> Self {
         let flushed = sm.state.read().watermark();
         Flusher {
             node_id,
@@ -79,6 +89,7 @@ impl<V: StoreValue> Flusher<V> {
             sm,
             store,
             keep_entries,
+            pause,
             state: Mutex::new(FlushState {
                 flushed,
                 last_flush: None,
@@ -173,8 +184,12 @@ impl<V: StoreValue> Flusher<V> {
     /// Lets every replica drop the tombstones the store now reflects and trim its dirty set.
     /// One small entry per flush, straight to Raft rather than through the proposer (whose
     /// queue and overload signal are for client transactions). Best effort and bounded in
-    /// time: without a quorum it gives up, and the next flush proposes it again.
+    /// time: without a quorum or during a leadership transfer it gives up, and the next flush
+    /// proposes it again.
     async fn compact(&self, upto: Version) {
+        if self.pause.active() {
+            return;
+        }
         let write = self.raft.client_write(Command::Compact { upto });
         match tokio::time::timeout(COMPACT_TIMEOUT, write).await {
             Ok(Ok(_)) => {}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotMeta};
 use serde::Serialize;
@@ -155,6 +155,7 @@ impl<V: StoreValue> ClusterNode<V> {
             Arc::clone(&shared),
             Arc::clone(&store),
             config.tuning.raft.keep_entries,
+            proposer.pause_handle(),
         ));
         tokio::spawn(Arc::clone(&flusher).run(config.tuning.flush_interval()));
         let peer_service = PeerService {
@@ -365,10 +366,11 @@ impl<V: StoreValue> ClusterNode<V> {
         Ok(())
     }
 
-    /// Stops this node's proposer from starting new log entries for `duration` (zero: resumes).
+    /// Stops this node from starting new log entries for `duration` (zero: resumes) and waits
+    /// until the entries in flight are appended; returns whether they were within `duration`.
     /// Used by a leadership transfer so the target can hold the whole log before it stands.
-    pub fn pause_proposals(&self, duration: Duration) {
-        self.inner.proposer.pause(duration);
+    pub async fn pause_proposals(&self, duration: Duration) -> bool {
+        self.inner.proposer.pause(duration).await
     }
 
     /// Keeps this node from standing for election for `duration` (zero: lets it stand again
@@ -553,32 +555,52 @@ async fn restore<V: StoreValue>(
     meta: crate::durable::StoreMeta,
 ) -> Result<LogId, StartError> {
     let started = Instant::now();
-    let mut rows = Vec::new();
-    let mut stream = store.load_rows();
-    while let Some(row) = stream.try_next().await? {
-        rows.push(row);
+    // Rows are converted (JSON to the log's encoding) a chunk at a time, off the async threads,
+    // so the JSON text of a large store is never held in memory all at once.
+    const CHUNK: usize = 8_192;
+    let convert = |rows: Vec<crate::durable::StoredRow>| async move {
+        tokio::task::spawn_blocking(move || {
+            rows.into_iter()
+                .map(|row| {
+                    let value: V = serde_json::from_str(&row.json)
+                        .map_err(|e| StartError::RestoreValue { key: row.key.clone(), reason: e.to_string() })?;
+                    let bytes = codec::encode(&value)
+                        .map_err(|e| StartError::RestoreValue { key: row.key.clone(), reason: e.to_string() })?;
+                    Ok((row.key, row.version, bytes))
+                })
+                .collect::<Result<Vec<_>, StartError>>()
+        })
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?
+    };
+    // Reading the next chunks overlaps with converting this one.
+    let mut chunks = store
+        .load_rows()
+        .chunks(CHUNK)
+        .map(|rows| async move {
+            let rows = rows.into_iter().collect::<Result<Vec<_>, _>>()?;
+            convert(rows).await
+        })
+        .buffered(2);
+    let mut encoded = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        encoded.extend(chunk?);
     }
-    drop(stream);
-    let count = rows.len();
-    let encoded = tokio::task::spawn_blocking(move || {
-        rows.into_iter()
-            .map(|row| {
-                let value: V = serde_json::from_str(&row.json)
-                    .map_err(|e| StartError::RestoreValue { key: row.key.clone(), reason: e.to_string() })?;
-                let bytes = codec::encode(&value)
-                    .map_err(|e| StartError::RestoreValue { key: row.key.clone(), reason: e.to_string() })?;
-                Ok((row.key, row.version, bytes))
-            })
-            .collect::<Result<Vec<_>, StartError>>()
-    })
-    .await
-    .map_err(|e| StartError::Raft(e.to_string()))??;
+    drop(chunks);
+    let count = encoded.len();
+    let loaded_ms = started.elapsed().as_millis() as u64;
     let snapshot_meta = SnapshotMeta {
         last_log_id: Some(meta.applied),
         last_membership: meta.membership.clone(),
         snapshot_id: format!("restored-{}-{}", meta.applied.leader_id.term, meta.applied.index),
     };
-    let state = KvState::from_rows(&snapshot_meta, encoded);
+    let state = tokio::task::spawn_blocking({
+        let meta = snapshot_meta.clone();
+        move || KvState::from_rows(&meta, encoded)
+    })
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let built_ms = started.elapsed().as_millis() as u64;
     sm.restore(snapshot_meta, state).await?;
     log.start_after(meta.applied).await?;
     // Never vote in a term older than the restored log: start from the term it was written in.
@@ -588,7 +610,14 @@ async fn restore<V: StoreValue>(
         &openraft::Vote::new(meta.applied.leader_id.term, node_id),
     )
     .await?;
-    tracing::warn!(rows = count, applied = %meta.applied, elapsed_ms = started.elapsed().as_millis() as u64, "restored state from the snapshot store");
+    tracing::warn!(
+        rows = count,
+        applied = %meta.applied,
+        loaded_ms,
+        built_ms,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "restored state from the snapshot store (rows read and converted, state built, local snapshot written)"
+    );
     Ok(meta.applied)
 }
 

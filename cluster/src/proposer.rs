@@ -112,13 +112,30 @@ impl ProposerStats {
     }
 }
 
+/// A pause on new log entries while a leadership transfer lets its target catch up, shared by
+/// the proposer and the flusher's compaction entries. It lapses by itself.
+#[derive(Clone, Default)]
+pub struct Pause(Arc<parking_lot::Mutex<Option<Instant>>>);
+
+impl Pause {
+    pub fn set(&self, duration: Duration) {
+        *self.0.lock() = (!duration.is_zero()).then(|| Instant::now() + duration);
+    }
+
+    pub fn active(&self) -> bool {
+        self.0.lock().is_some_and(|until| until > Instant::now())
+    }
+}
+
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     stats: Arc<ProposerStats>,
-    /// While set and in the future, no new entry is proposed (a leadership transfer is
-    /// letting the target catch up); queued transactions wait.
-    paused_until: Arc<parking_lot::Mutex<Option<Instant>>>,
+    /// While active, no new entry is proposed; queued transactions wait.
+    pause: Pause,
+    /// One permit per entry in flight.
+    slots: Arc<Semaphore>,
+    max_in_flight: u32,
     max_bytes: usize,
     write_timeout: Duration,
 }
@@ -142,12 +159,16 @@ impl Proposer {
     pub fn spawn(raft: Raft, config: &ProposerConfig) -> Proposer {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(ProposerStats::default());
-        let paused_until = Arc::new(parking_lot::Mutex::new(None));
-        tokio::spawn(run(raft, rx, config.clone(), Arc::clone(&stats), Arc::clone(&paused_until)));
+        let pause = Pause::default();
+        let max_in_flight = config.max_in_flight.max(1);
+        let slots = Arc::new(Semaphore::new(max_in_flight));
+        tokio::spawn(run(raft, rx, config.clone(), Arc::clone(&stats), pause.clone(), Arc::clone(&slots)));
         Proposer {
             tx,
             stats,
-            paused_until,
+            pause,
+            slots,
+            max_in_flight: max_in_flight as u32,
             max_bytes: config.max_batch_bytes,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
         }
@@ -171,11 +192,21 @@ impl Proposer {
         }
     }
 
-    /// Stops proposing new entries for `duration` (zero: resumes now). Entries already
-    /// proposed complete; new transactions queue (and time out as usual if the pause outlasts
+    /// Stops proposing new entries for `duration` (zero: resumes now) and waits, at most that
+    /// long, until the entries already proposed have been appended and answered; returns
+    /// whether they were. New transactions queue (and time out as usual if the pause outlasts
     /// their write timeout).
-    pub fn pause(&self, duration: Duration) {
-        *self.paused_until.lock() = (!duration.is_zero()).then(|| Instant::now() + duration);
+    pub async fn pause(&self, duration: Duration) -> bool {
+        self.pause.set(duration);
+        if duration.is_zero() {
+            return true;
+        }
+        matches!(tokio::time::timeout(duration, self.slots.acquire_many(self.max_in_flight)).await, Ok(Ok(_)))
+    }
+
+    /// The pause, for other writers that must respect it.
+    pub fn pause_handle(&self) -> Pause {
+        self.pause.clone()
     }
 
     /// Transactions waiting for a batch.
@@ -193,9 +224,9 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     config: ProposerConfig,
     stats: Arc<ProposerStats>,
-    paused_until: Arc<parking_lot::Mutex<Option<Instant>>>,
+    pause: Pause,
+    slots: Arc<Semaphore>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
@@ -205,13 +236,19 @@ async fn run(
                 None => return,
             },
         };
-        while paused_until.lock().is_some_and(|until| until > Instant::now()) {
+        while pause.active() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Wait for a free slot before draining, so the batch grows while entries are in flight.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
+        // A pause that began while waiting for the slot (it drains every slot) wins.
+        if pause.active() {
+            drop(slot);
+            carried = Some(first);
+            continue;
+        }
         let mut bytes = first.size;
         let mut batch = vec![first];
         while batch.len() < config.max_batch_txns {

@@ -195,8 +195,8 @@ async fn hold_elections(
 /// elections, stops proposing new entries, waits until the target holds its whole log, and has
 /// the target stand. The target's higher term makes the leader step down on the next
 /// heartbeat, and the leader (whose log is no longer than the target's) votes for it on the
-/// next round. Holds and the pause lapse by themselves, so a transfer that dies half-way heals;
-/// they are released as soon as the target leads. Writes pause for about one election timeout.
+/// target's next round, which it asks for at once. Holds and the pause lapse by themselves, so
+/// a transfer that dies half-way heals; they are released as soon as the target leads.
 async fn transfer(
     state: web::Data<AdminState>,
     req: HttpRequest,
@@ -237,8 +237,13 @@ async fn transfer(
     tracing::info!(target, "transferring leadership");
     let started = std::time::Instant::now();
     hold(limit.as_millis() as u64).await;
-    state.node.pause_proposals(limit);
     let moved = async {
+        // No new entries (client batches or compactions) from here on, and the ones in flight
+        // appended: otherwise one could land after the target caught up, and the leader, with
+        // the longer log, would refuse it its vote.
+        if !state.node.pause_proposals(limit).await {
+            return false;
+        }
         // The target must hold every entry this leader has before it stands.
         loop {
             let now = state.node.status();
@@ -254,16 +259,27 @@ async fn transfer(
         if !call(target_addr.clone(), "/admin/elect", json!({})).await {
             return false;
         }
+        // Voters that still hear from this leader refuse the target's first round (leader
+        // lease), but this node steps down when it sees the target's term. From then on its
+        // vote is no longer a leader's: another round by the target wins it at once, instead of
+        // after the target's own election timeout.
+        let mut stood_again: Option<std::time::Instant> = None;
         while started.elapsed() < limit {
             if state.node.status().leader_id == Some(target) {
                 return true;
+            }
+            if !state.node.leadership().this_node_leads
+                && stood_again.is_none_or(|at| at.elapsed() >= Duration::from_millis(250))
+            {
+                stood_again = Some(std::time::Instant::now());
+                call(target_addr.clone(), "/admin/elect", json!({})).await;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
     }
     .await;
-    state.node.pause_proposals(Duration::ZERO);
+    state.node.pause_proposals(Duration::ZERO).await;
     hold(0).await;
     let took_ms = started.elapsed().as_millis() as u64;
     if moved {

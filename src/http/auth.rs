@@ -9,10 +9,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tessera_actors::Record;
-use tessera_actors::domain::{Email, RefreshToken, UserId, password};
+use tessera_actors::domain::{Email, IpPrefix, RefreshToken, UserId, password};
 use tessera_actors::ports::random;
 use tessera_actors::protocol::{
-    Admission, LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, SessionGrant, UnlockOutcome,
+    Admission, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome, RegisterOutcome, SessionGrant,
+    UnlockOutcome,
 };
 use tessera_actors::record::keys;
 use utoipa::{IntoParams, ToSchema};
@@ -246,16 +247,7 @@ pub async fn login(
             return Err(ApiError::TooManyAttempts { retry_after_secs });
         }
     };
-    let matched = match state.passwords.verify(password, hash).await {
-        Ok(matched) => matched,
-        Err(e) => {
-            // The guess was never evaluated: give the permit back rather than count it.
-            let _ = state.gateway.abandon_login(subject, permit).await;
-            return Err(e.into());
-        }
-    };
-    if !matched {
-        state.gateway.fail_login(subject, permit, client.ip).await?;
+    if !check_guess(&state, &subject, permit, password, hash, client.ip).await? {
         count("tessera_login_total", "failure");
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     }
@@ -272,6 +264,30 @@ pub async fn login(
         LoginOutcome::CapReached => {
             count("tessera_login_total", "cap_reached");
             Err(ApiError::SessionLimit)
+        }
+    }
+}
+
+/// Evaluates one password guess under its permit (login, password change). A hashing error
+/// means the guess was never evaluated, so the permit goes back uncounted; a wrong password is
+/// reported as a failed attempt. On `true` the caller completes the permit.
+pub(crate) async fn check_guess(
+    state: &AppState,
+    subject: &LoginSubject,
+    permit: u64,
+    password: SecretString,
+    hash: Option<String>,
+    ip: Option<IpPrefix>,
+) -> Result<bool, ApiError> {
+    match state.passwords.verify(password, hash).await {
+        Ok(true) => Ok(true),
+        Ok(false) => {
+            state.gateway.fail_login(subject.clone(), permit, ip).await?;
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = state.gateway.abandon_login(subject.clone(), permit).await;
+            Err(e.into())
         }
     }
 }
@@ -367,7 +383,7 @@ pub async fn logout(
         Some(_) => return Err(ApiError::BadRequest("scope must be `current`, `others` or `all`".into())),
     };
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now)?;
+    let caller = authenticate(&req, &state, now).await?;
     require_csrf(&req, &state, caller.family, caller.via, now)?;
     match scope {
         "all" => {
@@ -432,7 +448,7 @@ pub async fn verify(
     query: web::Query<VerifyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     strong_read(&state, &query).await?;
-    match authenticate(&req, &state, state.clock.now()) {
+    match authenticate(&req, &state, state.clock.now()).await {
         Ok(caller) => {
             count("tessera_verify_total", "valid");
             Ok(no_store(HttpResponse::Ok()).json(&*caller.claims))
@@ -459,7 +475,7 @@ pub async fn verify_head(
     query: web::Query<VerifyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     strong_read(&state, &query).await?;
-    match authenticate(&req, &state, state.clock.now()) {
+    match authenticate(&req, &state, state.clock.now()).await {
         Ok(caller) => {
             count("tessera_verify_total", "valid");
             Ok(no_store(HttpResponse::NoContent())
@@ -481,7 +497,7 @@ pub async fn verify_head(
         (status = 401, description = "Invalid access token", body = crate::http::openapi::Problem),
     ))]
 pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req, &state, state.clock.now())?;
+    let caller = authenticate(&req, &state, state.clock.now()).await?;
     match state.node.get(&keys::user(caller.user)).map_err(ApiError::internal)?.map(|v| v.value) {
         Some(Record::Identity(identity)) => Ok(no_store(HttpResponse::Ok()).json(Me {
             user_id: identity.user.to_string(),

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::http::auth::{Transport, clear_cookies, tokens};
+use crate::http::auth::{Transport, check_guess, clear_cookies, tokens};
 use crate::http::client::{Via, authenticate, require_csrf};
 
 #[derive(Serialize, ToSchema)]
@@ -30,10 +30,9 @@ pub struct CsrfToken {
     ))]
 pub async fn csrf_token(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now)?;
+    let caller = authenticate(&req, &state, now).await?;
     let token = state.csrf.token(caller.family, now);
     let mut response = HttpResponse::Ok();
-    response.insert_header(("cache-control", "no-store"));
     if caller.via == Via::Cookie {
         response.cookie(state.cookies.csrf_cookie(&req, &token, state.tokens.ttl().as_secs().max(86_400)));
     }
@@ -63,7 +62,7 @@ pub struct SessionView {
     ))]
 pub async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now)?;
+    let caller = authenticate(&req, &state, now).await?;
     let (live, _) = live_families(&*state.replica, caller.user, now).map_err(ApiError::internal)?;
     let sessions: Vec<SessionView> = live
         .into_iter()
@@ -76,7 +75,7 @@ pub async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Resu
             current: f.id == caller.family,
         })
         .collect();
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(sessions))
+    Ok(HttpResponse::Ok().json(sessions))
 }
 
 /// End one of the caller's sessions (another user's session id is a 404).
@@ -94,7 +93,7 @@ pub async fn revoke_session(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now)?;
+    let caller = authenticate(&req, &state, now).await?;
     require_csrf(&req, &state, caller.family, caller.via, now)?;
     let target = FamilyId::parse(&path).ok_or(ApiError::NotFound)?;
     match state.gateway.logout(caller.user, target).await? {
@@ -103,7 +102,6 @@ pub async fn revoke_session(
     }
     tracing::info!(user = %caller.user, session = %target, "session revoked by its owner");
     let mut response = HttpResponse::NoContent();
-    response.insert_header(("cache-control", "no-store"));
     if target == caller.family && caller.via == Via::Cookie {
         clear_cookies(&state, &req, &mut response);
     }
@@ -139,7 +137,7 @@ pub async fn change_password(
     body: web::Json<PasswordChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now)?;
+    let caller = authenticate(&req, &state, now).await?;
     require_csrf(&req, &state, caller.family, caller.via, now)?;
     let PasswordChangeRequest { current_password, new_password, revoke_other_sessions } = body.into_inner();
     password::within_bounds(&current_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -163,15 +161,7 @@ pub async fn change_password(
         LoginStart::Wait { retry_after_secs } => return Err(ApiError::TooManyAttempts { retry_after_secs }),
     };
     let subject = LoginSubject::Account(caller.user);
-    let matched = match state.passwords.verify(SecretString::from(current_password), hash).await {
-        Ok(matched) => matched,
-        Err(e) => {
-            let _ = state.gateway.abandon_login(subject, permit).await;
-            return Err(e.into());
-        }
-    };
-    if !matched {
-        state.gateway.fail_login(subject, permit, client.ip).await?;
+    if !check_guess(&state, &subject, permit, SecretString::from(current_password), hash, client.ip).await? {
         return Err(ApiError::InvalidGrant("the current password is wrong"));
     }
     let new_hash = state.passwords.hash(SecretString::from(new_password)).await?;

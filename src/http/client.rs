@@ -142,7 +142,13 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 /// token, then checks the local replica: the family exists, belongs to the token's subject, is
 /// not revoked, knows the token's generation and (for cookies) is bound to this device; the
 /// identity is not disabled.
-pub fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<Authenticated, ApiError> {
+///
+/// A token that verifies but names a session or generation this replica has not applied yet
+/// was issued by the leader after a commit this follower has not caught up with (a client that
+/// logs in or refreshes through one node and calls another a millisecond later). Then the
+/// replica catches up with a read-index round trip and the check runs once more, so a fresh
+/// token is never refused for replication lag.
+pub async fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<Authenticated, ApiError> {
     fresh_enough(state)?;
     let (token, via) = match state.cookies.access_token(req) {
         Some(token) => (token, Via::Cookie),
@@ -159,11 +165,42 @@ pub fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<
         Via::Cookie => Some(state.clients.client(req).device),
         Via::Bearer => None,
     };
-    let revoked = ApiError::InvalidToken("the session has ended");
+    let caller = Authenticated { claims, user, family, via };
+    match check_replica(state, &caller, device, now)? {
+        Replica::Live => return Ok(caller),
+        Replica::Ended => return Err(ApiError::InvalidToken("the session has ended")),
+        Replica::Behind => {}
+    }
+    metrics::counter!("tessera_verify_catch_up_total").increment(1);
+    state.node.linearize(CATCH_UP_TIMEOUT).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    match check_replica(state, &caller, device, now)? {
+        Replica::Live => Ok(caller),
+        Replica::Ended | Replica::Behind => Err(ApiError::InvalidToken("the session has ended")),
+    }
+}
+
+/// Longest wait for this replica to catch up with a token it has not seen yet.
+const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the local replica says about a verified token's session.
+enum Replica {
+    Live,
+    Ended,
+    /// The family or the token's generation is not in this replica (yet).
+    Behind,
+}
+
+fn check_replica(
+    state: &AppState,
+    caller: &Authenticated,
+    device: Option<DeviceHash>,
+    now: Millis,
+) -> Result<Replica, ApiError> {
+    let (user, family) = (caller.user, caller.family);
     match state.node.get(&keys::family(family)).map_err(ApiError::internal)? {
         Some(stored) => match stored.value {
             Record::Family(f) if f.user == user => {
-                match f.access(claims.generation(), now, device, state.clients.binding) {
+                match f.access(caller.claims.generation(), now, device, state.clients.binding) {
                     AccessVerdict::Allowed => {
                         if device.is_some_and(|d| d != f.login_device) {
                             metrics::counter!("tessera_device_mismatch_total", "action" => "logged").increment(1);
@@ -175,23 +212,21 @@ pub fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> Result<
                         tracing::warn!(%user, session = %family, "cookie request from another device refused");
                         return Err(ApiError::InvalidToken("the session is bound to another device"));
                     }
-                    AccessVerdict::Revoked | AccessVerdict::UnknownGeneration | AccessVerdict::Expired => {
-                        return Err(revoked);
-                    }
+                    AccessVerdict::UnknownGeneration => return Ok(Replica::Behind),
+                    AccessVerdict::Revoked | AccessVerdict::Expired => return Ok(Replica::Ended),
                 }
             }
-            _ => return Err(revoked),
+            _ => return Ok(Replica::Ended),
         },
-        None => return Err(revoked),
+        None => return Ok(Replica::Behind),
     }
     match state.node.get(&keys::user(user)).map_err(ApiError::internal)? {
         Some(stored) => match stored.value {
-            Record::Identity(identity) if identity.is_active() => {}
-            _ => return Err(revoked),
+            Record::Identity(identity) if identity.is_active() => Ok(Replica::Live),
+            _ => Ok(Replica::Ended),
         },
-        None => return Err(revoked),
+        None => Ok(Replica::Behind),
     }
-    Ok(Authenticated { claims, user, family, via })
 }
 
 /// Fails closed on a node that has not heard from a leader (the leader: from a quorum) within

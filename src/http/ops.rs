@@ -9,7 +9,7 @@ use crate::http::AppState;
 /// The process is up and serving HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// 200 only when a leader is known, Raft (and so the log store) is running, the snapshot
@@ -35,7 +35,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     let body = json!({ "ready": reasons.is_empty(), "reasons": reasons });
     let mut response = if reasons.is_empty() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
-    response.insert_header(("cache-control", "no-store"));
     if !reasons.is_empty() {
         response.insert_header(("retry-after", "1"));
     }
@@ -66,15 +65,12 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
         actors: state.registry.counts(),
         password_verifications: state.passwords.verifications(),
     };
-    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(view)
+    HttpResponse::Ok().json(view)
 }
 
 /// Prometheus text format. Cluster gauges are sampled at scrape time.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     crate::metrics::record_cluster(&state.node.status());
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .insert_header(("cache-control", "no-store"))
-        .body(state.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

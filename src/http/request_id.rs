@@ -30,11 +30,14 @@ pub async fn middleware(
     let id = req.headers().get(&HEADER).and_then(acceptable).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    // A probe answering 503 is a node saying it is not ready (starting, out of touch with the
+    // leader): expected, and repeated every few seconds by every load balancer.
+    let probe = matches!(req.path(), "/readyz" | "/healthz");
     let started = std::time::Instant::now();
     let mut response = next.call(req).instrument(span.clone()).await?;
     let status = response.status();
     span.in_scope(|| {
-        if status.is_server_error() {
+        if status.is_server_error() && !probe {
             tracing::warn!(
                 status = status.as_u16(),
                 elapsed_us = started.elapsed().as_micros() as u64,

@@ -117,10 +117,18 @@ impl VerifiedCache {
     }
 }
 
+/// Where `iss` comes from: the configured issuer (which must be the same on every node), else
+/// the one recorded in the cluster when it was initialised, else (before this replica has it)
+/// this node's own public URL.
+pub struct Issuer {
+    pub configured: Option<String>,
+    pub derived: String,
+}
+
 pub struct AccessTokens {
     keyring: Arc<KeyRing>,
     node: ClusterNode<Record>,
-    issuer: String,
+    issuer: Issuer,
     audience: String,
     ttl: Duration,
     validation: Validation,
@@ -131,14 +139,14 @@ impl AccessTokens {
     pub fn new(
         keyring: Arc<KeyRing>,
         node: ClusterNode<Record>,
-        issuer: String,
+        issuer: Issuer,
         audience: String,
         ttl: Duration,
         leeway: Duration,
         cache_entries: usize,
     ) -> AccessTokens {
+        // `iss` is compared after decoding, with the issuer current at that moment.
         let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&issuer]);
         validation.set_audience(&[&audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
@@ -146,8 +154,15 @@ impl AccessTokens {
         AccessTokens { keyring, node, issuer, audience, ttl, validation, cache: VerifiedCache::new(cache_entries) }
     }
 
-    pub fn issuer(&self) -> &str {
-        &self.issuer
+    pub fn issuer(&self) -> String {
+        self.with_issuer(str::to_string)
+    }
+
+    fn with_issuer<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match &self.issuer.configured {
+            Some(configured) => f(configured),
+            None => f(self.keyring.current().issuer.as_deref().unwrap_or(&self.issuer.derived)),
+        }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -167,7 +182,7 @@ impl AccessTokens {
         };
         let iat = now.as_secs();
         let claims = AccessClaims {
-            iss: self.issuer.clone(),
+            iss: self.issuer(),
             aud: self.audience.clone(),
             sub: grant.user.to_string(),
             sid: grant.family.to_string(),
@@ -214,6 +229,9 @@ impl AccessTokens {
             _ => TokenError::Invalid("signature or claims"),
         })?;
         let claims = Arc::new(data.claims);
+        if !self.with_issuer(|issuer| claims.iss == issuer) {
+            return Err(TokenError::Invalid("issuer"));
+        }
         if claims.user().is_none() || claims.family().is_none() {
             return Err(TokenError::Invalid("sub or sid"));
         }

@@ -48,6 +48,8 @@ pub struct Keys {
     pub verifying: HashMap<String, DecodingKey>,
     /// The JWKS document, rendered once per change.
     pub jwks: serde_json::Value,
+    /// The issuer recorded when the cluster was initialised (`cluster/issuer`), once known.
+    pub issuer: Option<String>,
     /// (kid, version) of every key plus the active pointer's version: what a reload compares.
     fingerprint: Vec<(String, u64)>,
 }
@@ -93,8 +95,13 @@ fn unseal(kek: &[u8; 32], key: &SigningKey) -> Result<[u8; 32], KeyError> {
 
 impl KeyRing {
     pub fn new(kek: [u8; 32]) -> KeyRing {
-        let empty =
-            Keys { active: None, verifying: HashMap::new(), jwks: json!({ "keys": [] }), fingerprint: Vec::new() };
+        let empty = Keys {
+            active: None,
+            verifying: HashMap::new(),
+            jwks: json!({ "keys": [] }),
+            issuer: None,
+            fingerprint: Vec::new(),
+        };
         KeyRing { kek, keys: RwLock::new(Arc::new(empty)), last_reload: Mutex::new(None) }
     }
 
@@ -108,15 +115,22 @@ impl KeyRing {
         let store = |e: tessera_cluster::CodecError| KeyError::Store(e.to_string());
         let stored = node.scan_prefix(keys::SIGNING_KEY_PREFIX).map_err(store)?;
         let active = node.get(keys::ACTIVE_SIGNING_KEY).map_err(store)?;
+        let issuer = node.get(keys::ISSUER).map_err(store)?;
         let mut fingerprint: Vec<(String, u64)> = stored.iter().map(|(k, v)| (k.clone(), v.version)).collect();
-        if let Some(active) = &active {
-            fingerprint.push((keys::ACTIVE_SIGNING_KEY.to_string(), active.version));
+        for (key, value) in [(keys::ACTIVE_SIGNING_KEY, &active), (keys::ISSUER, &issuer)] {
+            if let Some(value) = value {
+                fingerprint.push((key.to_string(), value.version));
+            }
         }
         if fingerprint == self.keys.read().fingerprint {
             return Ok(());
         }
         let active_kid = match active.map(|v| v.value) {
             Some(Record::ActiveSigningKey(kid)) => Some(kid),
+            _ => None,
+        };
+        let issuer = match issuer.map(|v| v.value) {
+            Some(Record::Issuer(issuer)) => Some(issuer),
             _ => None,
         };
         let mut verifying = HashMap::new();
@@ -138,9 +152,9 @@ impl KeyRing {
                 "x": URL_SAFE_NO_PAD.encode(key.public),
             }));
         }
-        tracing::info!(keys = published.len(), active = ?active_kid, "signing keys loaded");
+        tracing::info!(keys = published.len(), active = ?active_kid, issuer = ?issuer, "signing keys loaded");
         *self.keys.write() =
-            Arc::new(Keys { active: signing, verifying, jwks: json!({ "keys": published }), fingerprint });
+            Arc::new(Keys { active: signing, verifying, jwks: json!({ "keys": published }), issuer, fingerprint });
         Ok(())
     }
 
@@ -153,28 +167,49 @@ impl KeyRing {
     }
 }
 
-/// On the leader: creates the cluster's first signing key if there is none. Exactly one key
-/// wins even if two leaders race (the active pointer is created with an "absent" compare).
-pub async fn ensure_signing_key(
+/// On the leader: creates the cluster's first signing key and records its issuer (`issuer`,
+/// this node's configured or derived one) if either is missing. Exactly one of each wins even
+/// if two leaders race (both are created with an "absent" compare).
+pub async fn ensure_signing_key_and_issuer(
     node: &ClusterNode<Record>,
     entropy: &dyn Entropy,
     kek: &[u8; 32],
+    issuer: &str,
     now: Millis,
 ) -> Result<bool, KeyError> {
-    if node.get(keys::ACTIVE_SIGNING_KEY).map_err(|e| KeyError::Store(e.to_string()))?.is_some() {
+    let store = |e: &dyn std::fmt::Display| KeyError::Store(e.to_string());
+    let has_key = node.get(keys::ACTIVE_SIGNING_KEY).map_err(|e| store(&e))?.is_some();
+    let has_issuer = node.get(keys::ISSUER).map_err(|e| store(&e))?.is_some();
+    if has_key && has_issuer {
         return Ok(false);
     }
-    let key = generate(entropy, kek, now);
-    let kid = key.kid.clone();
-    let txn = Txn::new()
-        .expect_absent(keys::ACTIVE_SIGNING_KEY)
-        .expect_absent(keys::signing_key(&kid))
-        .put(keys::signing_key(&kid), &Record::SigningKey(key))
-        .and_then(|t| t.put(keys::ACTIVE_SIGNING_KEY, &Record::ActiveSigningKey(kid.clone())))
-        .map_err(|e| KeyError::Store(e.to_string()))?;
+    let mut txn = Txn::new();
+    let mut created = None;
+    if !has_key {
+        let key = generate(entropy, kek, now);
+        let kid = key.kid.clone();
+        txn = txn
+            .expect_absent(keys::ACTIVE_SIGNING_KEY)
+            .expect_absent(keys::signing_key(&kid))
+            .put(keys::signing_key(&kid), &Record::SigningKey(key))
+            .and_then(|t| t.put(keys::ACTIVE_SIGNING_KEY, &Record::ActiveSigningKey(kid.clone())))
+            .map_err(|e| store(&e))?;
+        created = Some(kid);
+    }
+    if !has_issuer {
+        txn = txn
+            .expect_absent(keys::ISSUER)
+            .put(keys::ISSUER, &Record::Issuer(issuer.to_string()))
+            .map_err(|e| store(&e))?;
+    }
     match node.propose(txn).await? {
         TxnOutcome::Committed { .. } => {
-            tracing::info!(%kid, "created the cluster's signing key");
+            if let Some(kid) = created {
+                tracing::info!(%kid, "created the cluster's signing key");
+            }
+            if !has_issuer {
+                tracing::info!(%issuer, "recorded the cluster's token issuer");
+            }
             Ok(true)
         }
         TxnOutcome::Conflict { .. } => Ok(false),

@@ -45,7 +45,7 @@ pub struct ProcCluster {
 
 impl ProcCluster {
     /// Starts `n` nodes: node 1 bootstraps, the others join as learners and are promoted.
-    /// `extra` are environment settings for every node.
+    /// `extra` are environment settings for every node (an empty value unsets the suite's own).
     pub async fn start(n: u64, extra: &[(&str, &str)]) -> ProcCluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
@@ -123,11 +123,13 @@ impl ProcCluster {
             .env("TESSERA_RESTORE", "false")
             .stdout(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
             .stderr(Stdio::inherit());
-        for (k, v) in &self.extra {
-            command.env(k, v);
-        }
-        for (k, v) in env {
-            command.env(k, v);
+        // An empty value removes the suite's default for that variable.
+        for (k, v) in self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(env.iter().copied()) {
+            if v.is_empty() {
+                command.env_remove(k);
+            } else {
+                command.env(k, v);
+            }
         }
         let child = command.spawn().expect("spawn tessera");
         let node = self.node_mut(id);
