@@ -163,6 +163,7 @@ impl From<crate::gateway::GatewayError> for ApiError {
         use tessera_actors::protocol::ActorError;
         match e {
             GatewayError::NoLeader(reason) => ApiError::unavailable(reason),
+            e @ GatewayError::Frozen(_) => ApiError::unavailable(e.to_string()),
             GatewayError::Actor(ActorError::NotLeader) => ApiError::unavailable("leadership is changing"),
             GatewayError::Actor(ActorError::Contention) => ApiError::unavailable("concurrent updates; retry"),
             GatewayError::Actor(ActorError::Unavailable(reason)) => ApiError::unavailable(reason),

@@ -16,6 +16,7 @@ use tessera_actors::protocol::{
 use tessera_cluster::peer::{PeerService, encoded};
 use tessera_cluster::{ClusterNode, PeerError, wire};
 
+use crate::freeze::{self, FreezeWatch, Frozen};
 use crate::http::client::ClientInfo;
 
 /// The peer route that forwarded commands arrive on.
@@ -31,6 +32,9 @@ pub enum GatewayError {
     NoLeader(String),
     #[error(transparent)]
     Actor(#[from] ActorError),
+    /// This process was just frozen; the request may have waited through it (see `freeze`).
+    #[error(transparent)]
+    Frozen(#[from] Frozen),
     #[error("unexpected reply from the leader")]
     Protocol,
 }
@@ -40,14 +44,22 @@ pub struct Gateway {
     node: ClusterNode<Record>,
     sessions: Sessions,
     timeout: Duration,
+    freeze: &'static FreezeWatch,
 }
 
 impl Gateway {
     pub fn new(node: ClusterNode<Record>, sessions: Sessions, timeout: Duration) -> Gateway {
-        Gateway { node, sessions, timeout }
+        Gateway { node, sessions, timeout, freeze: freeze::watch() }
     }
 
     async fn call(&self, command: Command) -> Result<Reply, GatewayError> {
+        // A command read just after this process was frozen may be seconds old; its client
+        // has likely retried elsewhere, so running it could undo what that retry did. Reports
+        // of a password check already made (failure, abandonment) still go through: dropping
+        // one would let a guess go uncounted.
+        if !matches!(command, Command::FailLogin { .. } | Command::AbandonLogin { .. }) {
+            self.freeze.check()?;
+        }
         let leadership = self.node.leadership();
         if leadership.this_node_leads {
             return Ok(self.sessions.dispatch(command).await);

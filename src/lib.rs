@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 mod db;
 pub mod error;
+mod freeze;
 pub mod gateway;
 pub mod http;
 mod metrics;
