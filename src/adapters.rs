@@ -53,8 +53,14 @@ impl Replicator for ClusterReplicator {
         Ok(self.node.get(key).map_err(corrupt)?.map(|v| (v.version, v.value)))
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, u64, Record)>, ReplicaError> {
-        Ok(self.node.scan_prefix(prefix).map_err(corrupt)?.into_iter().map(|(k, v)| (k, v.version, v.value)).collect())
+    fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, Record)>, ReplicaError> {
+        let page = self.node.scan_prefix_page(prefix, after, limit).map_err(corrupt)?;
+        Ok(page.into_iter().map(|(k, v)| (k, v.version, v.value)).collect())
     }
 
     fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>> {

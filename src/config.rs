@@ -269,6 +269,9 @@ pub struct SessionSettings {
     pub idle_secs: u64,
     /// A session expires this long after login, however active.
     pub absolute_secs: u64,
+    /// How long an ended (expired or revoked) session's record is kept before it is deleted;
+    /// at least the access-token lifetime plus leeway.
+    pub retention_secs: u64,
     /// Seconds an idle actor stays in memory on the leader.
     pub actor_idle_secs: u64,
     /// Live sessions allowed per user.
@@ -293,6 +296,7 @@ impl Default for SessionSettings {
             grace_secs: 10,
             idle_secs: 7 * 24 * 3600,
             absolute_secs: 30 * 24 * 3600,
+            retention_secs: 24 * 3600,
             actor_idle_secs: 300,
             max_per_user: 5,
             over_cap: OverCap::EvictOldest,
@@ -537,6 +541,13 @@ impl Settings {
         if s.idle_secs == 0 || s.absolute_secs < s.idle_secs || s.grace_secs > 300 {
             problems.push("sessions: need 0 < idle_secs ≤ absolute_secs and grace_secs ≤ 300".to_string());
         }
+        if s.retention_secs < t.access_ttl_secs + t.leeway_secs {
+            problems.push(
+                "sessions.retention_secs must be at least tokens.access_ttl_secs + tokens.leeway_secs, so no \
+                 deleted session still has a valid access token"
+                    .to_string(),
+            );
+        }
         let l = &self.lockout;
         if !(1..=100).contains(&l.threshold) {
             problems.push("lockout.threshold must be between 1 and 100".to_string());
@@ -691,5 +702,13 @@ mod tests {
         for needle in ["node_id", "peer_listen", "database_url", "max_body_bytes"] {
             assert!(problems.contains(needle), "{needle} missing from {problems}");
         }
+    }
+
+    #[test]
+    fn an_ended_session_is_kept_until_its_access_tokens_have_expired() {
+        let mut settings = Settings::default();
+        assert!(settings.problems().iter().all(|p| !p.contains("retention_secs")), "the defaults hold");
+        settings.sessions.retention_secs = settings.tokens.access_ttl_secs + settings.tokens.leeway_secs - 1;
+        assert!(settings.problems().iter().any(|p| p.contains("sessions.retention_secs")));
     }
 }

@@ -23,6 +23,7 @@ use tessera_actors::domain::{
     CapAction, DeviceBinding, LockoutPolicy, PasswordPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy,
 };
 use tessera_actors::ports::{Clock, Entropy, Replicator};
+use tessera_actors::sweeper::Sweeper;
 use tessera_actors::{ActorContext, Record, Registry, Sessions, ThrottlePolicy};
 use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo, Partition, PeerFaults};
 use tokio::sync::watch;
@@ -48,6 +49,9 @@ pub struct Node {
     peer: ServerHandle,
     http_thread: Option<JoinHandle<()>>,
     stop_housekeeping: watch::Sender<bool>,
+    /// The housekeeping and sweeper tasks, awaited on stop so none is mid-write when Raft
+    /// shuts down.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Everything the HTTP thread needs to build its state.
@@ -150,7 +154,12 @@ impl Node {
         let served = serve(parts, public_listener, peer_listener)?;
 
         let (stop_housekeeping, stopped) = watch::channel(false);
-        runtime.spawn(housekeeping(
+        let sweeper = runtime.spawn(sweep_families(
+            cluster.clone(),
+            Sweeper::new(Arc::clone(served.registry.context())),
+            stopped.clone(),
+        ));
+        let housekeeper = runtime.spawn(housekeeping(
             cluster.clone(),
             served.registry,
             keyring,
@@ -167,6 +176,7 @@ impl Node {
             peer: served.peer,
             http_thread: Some(served.thread),
             stop_housekeeping,
+            background: vec![sweeper, housekeeper],
         })
     }
 
@@ -204,6 +214,10 @@ impl Node {
         let runtime = self.runtime.take().expect("runtime lives until stop");
         let _ = self.stop_housekeeping.send(true);
         runtime.block_on(self.public.stop(true));
+        let background = futures::future::join_all(std::mem::take(&mut self.background));
+        if runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), background).await }).is_err() {
+            tracing::warn!("background tasks did not stop within 5 s");
+        }
         runtime.block_on(self.cluster.shutdown());
         runtime.block_on(self.peer.stop(true));
         if let Some(thread) = self.http_thread.take() {
@@ -233,6 +247,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
         grace: Duration::from_secs(settings.sessions.grace_secs),
         idle: Duration::from_secs(settings.sessions.idle_secs),
         absolute: Duration::from_secs(settings.sessions.absolute_secs),
+        retention: Duration::from_secs(settings.sessions.retention_secs),
         binding: match settings.device.binding {
             crate::config::DeviceBinding::Reject => DeviceBinding::Reject,
             crate::config::DeviceBinding::Log => DeviceBinding::Log,
@@ -469,6 +484,49 @@ async fn housekeeping(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Families the sweeper reads per pass, and how often it passes: up to 2,048 a second, so a
+/// million families are looked over in about eight minutes at a few milliseconds of work per
+/// pass.
+const SWEEP_PAGE: usize = 512;
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Deletions in one round after which the allocator's free memory is returned to the system.
+const SWEEP_TRIM_AFTER: usize = 10_000;
+
+/// On the leader, deletes session families that ended a retention ago (see
+/// `tessera_actors::sweeper`). Its own task, so a sweep waiting on a commit never delays the
+/// housekeeping that follows leadership.
+async fn sweep_families(cluster: ClusterNode<Record>, mut sweeper: Sweeper, mut stop: watch::Receiver<bool>) {
+    // Families deleted since the sweep last wrapped around.
+    let mut this_round = 0;
+    loop {
+        if cluster.leadership().this_node_leads {
+            match sweeper.sweep(SWEEP_PAGE).await {
+                Ok(swept) => {
+                    if swept.collected > 0 {
+                        metrics::counter!("tessera_sessions_collected_total").increment(swept.collected as u64);
+                    }
+                    this_round += swept.collected;
+                    if swept.wrapped {
+                        if this_round > 0 {
+                            tracing::debug!(collected = this_round, "session sweep finished a round");
+                        }
+                        // After a mass expiry, give the freed memory back to the system.
+                        if this_round >= SWEEP_TRIM_AFTER {
+                            tokio::task::spawn_blocking(release_free_memory);
+                        }
+                        this_round = 0;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "session sweep interrupted"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = stop.changed() => return,
         }
     }

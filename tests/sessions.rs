@@ -185,6 +185,57 @@ async fn an_expired_access_token_is_refused() {
 }
 
 #[tokio::test]
+async fn ended_sessions_are_deleted_from_the_replica_and_the_store_a_retention_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path().join("data"));
+    settings.tokens.access_ttl_secs = 1;
+    settings.tokens.leeway_secs = 0;
+    settings.sessions.idle_secs = 2;
+    settings.sessions.retention_secs = 1;
+    let database = settings.database_url().expose().to_string();
+    let app = TestApp::spawn_with(dir, settings).await;
+    let logged_out = app.session("sweep@example.com").await;
+    let idle: Value = app.login("sweep@example.com", PASSWORD).await.json().await.unwrap();
+    let mut active: Value = app.login("sweep@example.com", PASSWORD).await.json().await.unwrap();
+    let bearer = |tokens: &Value| tokens["access_token"].as_str().unwrap().to_string();
+    let logout = app.client.post(app.url("/v1/logout")).bearer_auth(bearer(&logged_out)).send().await.unwrap();
+    assert_eq!(logout.status(), 204);
+    let stored = |tokens: &Value| {
+        let key = format!("fam/{}", tokens["session_id"].as_str().unwrap());
+        app.node().cluster().get(&key).unwrap().is_some()
+    };
+    assert!(stored(&logged_out) && stored(&idle) && stored(&active));
+
+    // The logged-out session goes a retention after its logout, the idle one a retention after
+    // it expired; the active one, refreshed every half second, stays.
+    let started = std::time::Instant::now();
+    while stored(&logged_out) || stored(&idle) {
+        assert!(started.elapsed() < Duration::from_secs(15), "ended sessions were never collected");
+        let refreshed = app.refresh(active["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(refreshed.status(), 200);
+        active = refreshed.json().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(stored(&active));
+    assert!(started.elapsed() >= Duration::from_secs(1), "collected before its retention");
+    for ended in [&logged_out, &idle] {
+        assert_eq!(app.refresh(ended["refresh_token"].as_str().unwrap()).await.status(), 401);
+    }
+    assert_eq!(app.verify(&bearer(&active)).await.status(), 200);
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tessera_sessions_collected_total"), "{metrics}");
+
+    // The deletions reach the snapshot store.
+    app.node().cluster().flush().await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&database).await.unwrap();
+    let families: Vec<(String,)> =
+        sqlx::query_as("SELECT family_id FROM session_families").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    assert_eq!(families, vec![(active["session_id"].as_str().unwrap().to_string(),)]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn wrong_email_and_wrong_password_get_the_same_answer() {
     let app = TestApp::spawn().await;
     app.session("known@example.com").await;

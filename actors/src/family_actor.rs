@@ -8,7 +8,8 @@
 //!
 //! A conflicting proposal means the in-memory state is stale (another leader wrote since it
 //! was loaded): the actor reloads from the replica, decides again, and proposes once more. A
-//! second conflict is reported as `Contention`.
+//! second conflict is reported as `Contention`. A family found deleted on reload (collected by
+//! the `sweeper` long after it ended) is answered as one that never existed.
 
 use std::sync::Arc;
 
@@ -70,12 +71,12 @@ pub(crate) fn grant(cx: &ActorContext, id: FamilyId, family: &Family, generation
     }
 }
 
-/// Reads the family from the replica (after a conflict).
-fn reload(cx: &ActorContext, id: FamilyId) -> Result<Current, ActorError> {
+/// Reads the family from the replica (after a conflict); `None` once it has been collected.
+fn reload(cx: &ActorContext, id: FamilyId) -> Result<Option<Current>, ActorError> {
     match cx.replicator.read(&keys::family(id))? {
-        Some((version, Record::Family(family))) => Ok((family, version)),
+        Some((version, Record::Family(family))) => Ok(Some((family, version))),
         Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{id} holds {other:?}"))),
-        None => Err(ActorError::Corrupt(format!("fam/{id} vanished"))),
+        None => Ok(None),
     }
 }
 
@@ -101,12 +102,14 @@ enum Step<O> {
 }
 
 /// Decides with `decide`, commits what it asks for, and on a conflict reloads and decides
-/// once more. Returns the state to adopt and the answer.
+/// once more; answers `gone` if the family was deleted meanwhile. Returns the state to adopt
+/// and the answer.
 async fn decide_and_commit<O>(
     cx: &ActorContext,
     id: FamilyId,
     mut current: Current,
     decide: impl Fn(&Family) -> Step<O>,
+    gone: O,
 ) -> (Current, Result<O, ActorError>) {
     for _attempt in 0..2 {
         match decide(&current.0) {
@@ -114,7 +117,8 @@ async fn decide_and_commit<O>(
             Step::Commit { next, reply } => match commit(cx, id, current.1, &next).await {
                 Ok(Some(version)) => return ((next, version), Ok(reply)),
                 Ok(None) => match reload(cx, id) {
-                    Ok(reloaded) => current = reloaded,
+                    Ok(Some(reloaded)) => current = reloaded,
+                    Ok(None) => return (current, Ok(gone)),
                     Err(e) => return (current, Err(e)),
                 },
                 Err(e) => return (current, Err(e)),
@@ -157,7 +161,7 @@ impl Handler<Refresh> for SessionFamily {
                     RefreshVerdict::Invalid => Step::Reply(RefreshOutcome::Invalid),
                     RefreshVerdict::ForeignDevice => Step::Reply(RefreshOutcome::ForeignDevice),
                 }
-            })
+            }, RefreshOutcome::Invalid)
             .await;
             if let Ok(RefreshOutcome::Rotated(_)) = outcome
                 && msg.device != current.0.login_device
@@ -183,15 +187,23 @@ impl Handler<Revoke> for SessionFamily {
         let current = (self.family.clone(), self.version);
         self.atomically(async move {
             let now = cx.clock.now();
-            decide_and_commit(&cx, id, current, |family| {
-                if family.user != msg.owner {
-                    return Step::Reply(LogoutOutcome::NotFound);
-                }
-                match family.revoke(now, msg.reason) {
-                    RevokeVerdict::Revoked { family: next } => Step::Commit { next, reply: LogoutOutcome::LoggedOut },
-                    RevokeVerdict::AlreadyRevoked => Step::Reply(LogoutOutcome::AlreadyLoggedOut),
-                }
-            })
+            decide_and_commit(
+                &cx,
+                id,
+                current,
+                |family| {
+                    if family.user != msg.owner {
+                        return Step::Reply(LogoutOutcome::NotFound);
+                    }
+                    match family.revoke(now, msg.reason) {
+                        RevokeVerdict::Revoked { family: next } => {
+                            Step::Commit { next, reply: LogoutOutcome::LoggedOut }
+                        }
+                        RevokeVerdict::AlreadyRevoked => Step::Reply(LogoutOutcome::AlreadyLoggedOut),
+                    }
+                },
+                LogoutOutcome::NotFound,
+            )
             .await
         })
     }

@@ -5,7 +5,8 @@
 //! - [`ports`]: `Clock`, `Entropy`, `Replicator` — how actors reach the world.
 //! - `SessionFamily` and `Identity` actors: thin shells that read the clock, ask a rule,
 //!   commit its verdict as a compare-and-set and adopt the new state only after the commit.
-//! - [`registry`]: activation, passivation and leadership changes.
+//! - [`registry`]: activation, passivation and leadership changes; [`sweeper`]: deletes
+//!   session families that ended long ago.
 //! - [`service`]: the entry points the edge calls on the leader, and [`protocol`]: the
 //!   requests and answers (also forwarded from followers).
 //!
@@ -22,6 +23,7 @@ pub mod queries;
 pub mod record;
 pub mod registry;
 pub mod service;
+pub mod sweeper;
 pub mod unknown;
 pub mod unknown_actor;
 

@@ -73,7 +73,17 @@ pub trait Replicator: Send + Sync + 'static {
     fn read(&self, key: &str) -> Result<Option<(u64, Record)>, ReplicaError>;
 
     /// Every live key under `prefix` in the local replica, in key order.
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, u64, Record)>, ReplicaError>;
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, u64, Record)>, ReplicaError> {
+        self.scan_page(prefix, None, usize::MAX)
+    }
+
+    /// Up to `limit` live keys under `prefix` that sort after `after`, in key order.
+    fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, Record)>, ReplicaError>;
 
     /// Proposes a compare-and-set write and waits for its outcome.
     fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>>;

@@ -52,6 +52,7 @@ pub mod keys {
     /// Never written: the target of compare-only writes that pace unknown-account logins.
     pub const PACE: &str = "pace/unknown-login";
     pub const SIGNING_KEY_PREFIX: &str = "sigkey/";
+    pub const FAMILY_PREFIX: &str = "fam/";
 
     pub fn user(id: UserId) -> String {
         format!("user/{id}")
@@ -66,7 +67,12 @@ pub mod keys {
     }
 
     pub fn family(id: FamilyId) -> String {
-        format!("fam/{id}")
+        format!("{FAMILY_PREFIX}{id}")
+    }
+
+    /// The family id of a `fam/{family}` key.
+    pub fn family_of_key(key: &str) -> Option<FamilyId> {
+        FamilyId::parse(key.strip_prefix(FAMILY_PREFIX)?)
     }
 
     pub fn user_families(user: UserId) -> String {

@@ -3,17 +3,19 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::*;
-use tessera_actors::domain::{DeviceHash, Email, RefreshToken, UserId};
+use tessera_actors::domain::{DeviceHash, Email, RefreshToken, SessionPolicy, UserId};
 use tessera_actors::ports::Write;
 use tessera_actors::protocol::{
     ActorError, Admission, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome, RegisterOutcome,
     SessionGrant,
 };
 use tessera_actors::record::{Record, keys};
+use tessera_actors::sweeper::{Sweeper, Swept};
 
 const PHONE: DeviceHash = DeviceHash([1; 16]);
 
@@ -319,4 +321,74 @@ async fn a_network_with_too_many_failures_is_throttled_for_every_account() {
             .map(|a| a.unwrap())
             .collect();
     assert_eq!(outcomes.iter().filter(|a| **a == Admission::Allowed).count(), 2);
+}
+
+/// Sweeps every family once, a page of one at a time; returns how many were deleted.
+async fn sweep_all(sweeper: &mut Sweeper) -> usize {
+    let mut collected = 0;
+    loop {
+        let swept = sweeper.sweep(1).await.unwrap();
+        collected += swept.collected;
+        if swept.wrapped {
+            return collected;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
+    let world = world();
+    let retention = SessionPolicy::default().retention;
+    let mut sweeper = Sweeper::new(Arc::clone(world.sessions.registry().context()));
+    let email = Email::parse("alice@example.com").unwrap();
+    let logged_out = registered_session(&world).await;
+    let LoginOutcome::Opened(mut active) = login(&world, &email).await else { panic!() };
+    let LoginOutcome::Opened(idle) = login(&world, &email).await else { panic!() };
+    assert_eq!(world.sessions.logout(logged_out.user, logged_out.family).await.unwrap(), LogoutOutcome::LoggedOut);
+    assert_eq!(sweep_all(&mut sweeper).await, 0, "nothing ended a retention ago");
+
+    world.clock.advance(retention);
+    assert_eq!(sweep_all(&mut sweeper).await, 1);
+    let stored = |family| world.store.data.lock().contains_key(&keys::family(family));
+    let indexed = |family| world.store.data.lock().contains_key(&keys::user_family(logged_out.user, family));
+    assert!(!stored(logged_out.family) && !indexed(logged_out.family));
+    // Its actor, still in memory, answers from the state it holds; a fresh one finds nothing.
+    let refused = world.sessions.refresh(logged_out.refresh_token.clone(), PHONE).await.unwrap();
+    assert_eq!(refused, RefreshOutcome::Revoked);
+    world.sessions.registry().leadership_lost();
+    assert_eq!(world.sessions.refresh(logged_out.refresh_token, PHONE).await.unwrap(), RefreshOutcome::Invalid);
+    // The idle session's actor is in memory when its family is deleted.
+    let RefreshOutcome::Rotated(idle) = world.sessions.refresh(idle.refresh_token, PHONE).await.unwrap() else {
+        panic!()
+    };
+
+    // A day at a time for a week and more: the active session keeps rotating, the idle one
+    // expires after its week and is collected a retention later.
+    for _ in 0..10 {
+        world.clock.advance(Duration::from_secs(24 * 3600));
+        let RefreshOutcome::Rotated(next) = world.sessions.refresh(active.refresh_token, PHONE).await.unwrap() else {
+            panic!("the active session ended")
+        };
+        active = next;
+        sweep_all(&mut sweeper).await;
+    }
+    assert!(stored(active.family) && indexed(active.family));
+    assert!(!stored(idle.family) && !indexed(idle.family));
+    // The idle session's actor still holds the expired state: logging it out writes, finds
+    // the family deleted, and answers as for a family that never existed.
+    assert_eq!(world.sessions.logout(idle.user, idle.family).await.unwrap(), LogoutOutcome::NotFound);
+}
+
+#[actix_rt::test]
+async fn a_family_that_changed_since_it_was_judged_is_left_for_the_next_pass() {
+    let world = world();
+    let mut sweeper = Sweeper::new(Arc::clone(world.sessions.registry().context()));
+    let grant = registered_session(&world).await;
+    assert_eq!(world.sessions.logout(grant.user, grant.family).await.unwrap(), LogoutOutcome::LoggedOut);
+    world.clock.advance(SessionPolicy::default().retention);
+    world.store.force_conflicts.store(1, Ordering::SeqCst);
+    assert_eq!(sweeper.sweep(10).await.unwrap(), Swept { scanned: 1, collected: 0, wrapped: true });
+    assert!(world.store.data.lock().contains_key(&keys::family(grant.family)));
+    assert_eq!(sweeper.sweep(10).await.unwrap(), Swept { scanned: 1, collected: 1, wrapped: true });
+    assert!(!world.store.data.lock().contains_key(&keys::family(grant.family)));
 }

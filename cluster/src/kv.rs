@@ -119,10 +119,19 @@ impl KvState {
         slot.value.as_ref().map(|v| (slot.version, Arc::clone(v)))
     }
 
-    /// Live entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, Version, &'a Arc<[u8]>)> + 'a {
+    /// Live entries whose key starts with `prefix` and sorts after `after`, in key order.
+    pub fn scan_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, Version, &'a Arc<[u8]>)> + 'a {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = match after {
+            Some(after) if after >= prefix => Excluded(after),
+            _ => Included(prefix),
+        };
         self.map
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((start, Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
             .filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k.as_str(), slot.version, v)))
     }
@@ -358,6 +367,23 @@ mod tests {
         assert_eq!(state.get("a").map(|(v, b)| (v, b.to_vec())), Some((2, b"2".to_vec())));
         assert_eq!(state.get("b").map(|(v, _)| v), Some(2));
         assert_eq!(state.get("c"), None);
+    }
+
+    #[test]
+    fn a_prefix_scan_pages_through_live_keys_in_order() {
+        let mut state = KvState::default();
+        let ops = ["a/1", "b/1", "b/2", "b/3", "b/4", "c/1"].iter().map(|k| put(k, b"v")).collect();
+        state.apply(entry(1, Command::Txns(vec![txn(vec![], ops)])));
+        state.apply(entry(2, Command::Txns(vec![txn(vec![], vec![RawOp::Delete { key: "b/2".into() }])])));
+        let page = |after: Option<&str>, limit: usize| -> Vec<String> {
+            state.scan_prefix("b/", after).take(limit).map(|(k, _, _)| k.to_string()).collect()
+        };
+        assert_eq!(page(None, 10), ["b/1", "b/3", "b/4"], "live keys only, in order");
+        assert_eq!(page(None, 2), ["b/1", "b/3"]);
+        assert_eq!(page(Some("b/3"), 2), ["b/4"], "resumes after the last key seen");
+        assert_eq!(page(Some("b/2"), 2), ["b/3", "b/4"], "from a key deleted since");
+        assert!(page(Some("b/4"), 2).is_empty());
+        assert_eq!(page(Some("a/9"), 1), ["b/1"], "a cursor before the prefix starts at its first key");
     }
 
     #[test]

@@ -269,9 +269,24 @@ impl<V: StoreValue> ClusterNode<V> {
 
     /// Live entries whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Versioned<V>)>, CodecError> {
+        self.scan_prefix_page(prefix, None, usize::MAX)
+    }
+
+    /// Up to `limit` live entries whose key starts with `prefix` and sorts after `after`, in
+    /// key order: a long scan in pages, each holding the replica's lock only briefly.
+    pub fn scan_prefix_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Versioned<V>)>, CodecError> {
         let raw: Vec<(String, Version, Arc<[u8]>)> = {
             let state = self.inner.sm.state.read();
-            state.scan_prefix(prefix).map(|(k, v, bytes)| (k.to_string(), v, Arc::clone(bytes))).collect()
+            state
+                .scan_prefix(prefix, after)
+                .take(limit)
+                .map(|(k, v, bytes)| (k.to_string(), v, Arc::clone(bytes)))
+                .collect()
         };
         raw.into_iter()
             .map(|(key, version, bytes)| Ok((key, Versioned { version, value: decode_value(&bytes)? })))

@@ -104,6 +104,9 @@ pub struct SessionPolicy {
     /// A family expires this long after login, however active.
     pub absolute: Duration,
     pub binding: DeviceBinding,
+    /// How long an ended family's record is kept before it is deleted. Longer than an access
+    /// token lives, so every token the family issued has expired by then.
+    pub retention: Duration,
 }
 
 impl Default for SessionPolicy {
@@ -113,6 +116,7 @@ impl Default for SessionPolicy {
             idle: Duration::from_secs(7 * 24 * 3600),
             absolute: Duration::from_secs(30 * 24 * 3600),
             binding: DeviceBinding::Reject,
+            retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -224,6 +228,17 @@ impl Family {
         self.revoked.is_none() && now < self.idle_deadline && now < self.absolute_deadline
     }
 
+    /// Whether this family's record may be deleted at `now`: it ended (was revoked, or passed
+    /// a deadline, which nothing extends once passed) at least `policy.retention` ago. Every
+    /// token it issued was issued before it ended, so with a retention longer than an access
+    /// token's lifetime none of them is honoured any more; a token naming a deleted family is
+    /// refused as unknown. A live family is never collectable.
+    pub fn collectable(&self, now: Millis, policy: &SessionPolicy) -> bool {
+        let deadline = self.idle_deadline.min(self.absolute_deadline);
+        let ended = self.revoked.map_or(deadline, |revocation| revocation.at.min(deadline));
+        now >= ended.saturating_add(policy.retention)
+    }
+
     /// Decides what a presented refresh token does to this family (see the module diagram).
     pub fn refresh(
         &self,
@@ -333,6 +348,7 @@ mod tests {
             idle: Duration::from_secs(3600),
             absolute: Duration::from_secs(86_400),
             binding: DeviceBinding::Log,
+            retention: Duration::from_secs(7_200),
         }
     }
 
@@ -578,6 +594,41 @@ mod tests {
     }
 
     #[test]
+    fn a_family_is_collectable_only_a_retention_after_it_ended() {
+        let retention = policy().retention;
+        let family = fresh();
+        let idle_end = T0.saturating_add(policy().idle);
+        assert!(!family.collectable(T0, &policy()));
+        assert!(!family.collectable(idle_end, &policy()), "expired, but tokens may still be honoured");
+        assert!(!family.collectable(Millis(idle_end.saturating_add(retention).0 - 1), &policy()));
+        assert!(family.collectable(idle_end.saturating_add(retention), &policy()));
+
+        // Rotation moves the idle deadline, and with it the earliest collection.
+        let rotated = rotate(&family, later(3_000), PHONE);
+        assert!(!rotated.collectable(idle_end.saturating_add(retention), &policy()));
+
+        // A revoked family counts from its revocation.
+        let RevokeVerdict::Revoked { family: revoked } = family.revoke(later(100), RevokeReason::Logout) else {
+            panic!("a live family revokes")
+        };
+        assert!(!revoked.collectable(Millis(later(100).saturating_add(retention).0 - 1), &policy()));
+        assert!(revoked.collectable(later(100).saturating_add(retention), &policy()));
+
+        // However active, a family ends at its absolute deadline.
+        let mut active = fresh();
+        let mut now = T0;
+        while now < T0.saturating_add(policy().absolute) {
+            now = now.saturating_add(Duration::from_secs(1_800));
+            if active.is_live(now) {
+                active = rotate(&active, now, PHONE);
+            }
+        }
+        let absolute_end = T0.saturating_add(policy().absolute);
+        assert!(!active.collectable(Millis(absolute_end.saturating_add(retention).0 - 1), &policy()));
+        assert!(active.collectable(absolute_end.saturating_add(retention), &policy()));
+    }
+
+    #[test]
     fn amr_names_follow_rfc_8176() {
         assert_eq!(Amr::PASSWORD.names(), vec!["pwd"]);
         assert_eq!(Amr::PASSWORD.with(Amr::OTP).names(), vec!["pwd", "otp"]);
@@ -620,6 +671,35 @@ mod tests {
                 }
                 if before.revoked.is_some() {
                     prop_assert_eq!(&family, &before, "a revoked family never changes");
+                }
+            }
+        }
+
+        /// A family that may be deleted is ended and issued its last token at least a
+        /// retention ago, however its life went.
+        #[test]
+        fn a_collectable_family_issued_nothing_within_the_retention(
+            steps in prop::collection::vec((0u64..4, 0u64..6_000, 0u8..10), 1..40),
+        ) {
+            let mut family = fresh();
+            let mut now = T0;
+            for (back, wait, action) in steps {
+                now = now.saturating_add(Duration::from_secs(wait));
+                if action == 0 {
+                    if let RevokeVerdict::Revoked { family: revoked } = family.revoke(now, RevokeReason::Logout) {
+                        family = revoked;
+                    }
+                } else {
+                    let presented = family.generation.0.saturating_sub(back).max(1);
+                    match family.refresh(ID, &token(&family, presented), PHONE, now, &policy(), &pepper()) {
+                        RefreshVerdict::Rotated { family: next } | RefreshVerdict::Replayed { family: next } => family = next,
+                        _ => {}
+                    }
+                }
+                if family.collectable(now, &policy()) {
+                    prop_assert!(!family.is_live(now));
+                    prop_assert!(now >= family.rotated_at.saturating_add(policy().retention));
+                    prop_assert!(now >= family.created_at.saturating_add(policy().retention));
                 }
             }
         }

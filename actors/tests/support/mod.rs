@@ -76,12 +76,23 @@ impl Replicator for MemoryStore {
         Ok(self.data.lock().get(key).cloned())
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, u64, Record)>, ReplicaError> {
+    fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, Record)>, ReplicaError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = match after {
+            Some(after) if after >= prefix => Excluded(after.to_string()),
+            _ => Included(prefix.to_string()),
+        };
         Ok(self
             .data
             .lock()
-            .range(prefix.to_string()..)
+            .range((start, Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
             .map(|(k, (v, r))| (k.clone(), *v, r.clone()))
             .collect())
     }
