@@ -54,10 +54,8 @@ impl Gateway {
 
     async fn call(&self, command: Command) -> Result<Reply, GatewayError> {
         // A command read just after this process was frozen may be seconds old; its client
-        // has likely retried elsewhere, so running it could undo what that retry did. Reports
-        // of a password check already made (failure, abandonment) still go through: dropping
-        // one would let a guess go uncounted.
-        if !matches!(command, Command::FailLogin { .. } | Command::AbandonLogin { .. }) {
+        // has likely retried elsewhere, so running it could undo what that retry did.
+        if !command.reports_a_check() {
             self.freeze.check()?;
         }
         let leadership = self.node.leadership();

@@ -183,6 +183,16 @@ pub enum Command {
     ChangePassword(PasswordChange),
 }
 
+impl Command {
+    /// Whether this command only reports the outcome of a password check already made under a
+    /// permit. Such a report is worth delivering even late: recorded at once, a failure delays
+    /// the next guess now, and an abandoned attempt gives its permit back instead of counting
+    /// as a failure when the permit expires.
+    pub fn reports_a_check(&self) -> bool {
+        matches!(self, Command::FailLogin { .. } | Command::AbandonLogin { .. })
+    }
+}
+
 /// A password change, after the current password was verified under `permit`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PasswordChange {

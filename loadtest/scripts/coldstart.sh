@@ -16,9 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000000}
 MODE=${2:-live}
+# Each seeded family: the template's record under a synthetic user (`t.value`, `uid` in the
+# seeding SQL below), in `ended` mode with both deadlines at the epoch.
+FAMILY="jsonb_set(t.value, '{Family,user}', to_jsonb(uid))"
 case $MODE in
-  live) ENDED_AT='' ;;
-  ended) ENDED_AT="jsonb_set(jsonb_set(%s, '{Family,idle_deadline}', '1'), '{Family,absolute_deadline}', '1')" ;;
+  live) ;;
+  ended) FAMILY="jsonb_set(jsonb_set($FAMILY, '{Family,idle_deadline}', '1'), '{Family,absolute_deadline}', '1')" ;;
   *) echo "mode must be live or ended" >&2; exit 2 ;;
 esac
 BIN=./target/release/tessera
@@ -69,7 +72,7 @@ CREATE TEMP TABLE ids AS
          (substr(m, 1, 8) || '-' || substr(m, 9, 4) || '-4' || substr(m, 14, 3) || '-8' || substr(m, 18, 3) || '-' || substr(m, 21, 12)) AS uid
   FROM (SELECT i, md5('u' || (i / 5)) AS m FROM generate_series(1, $N) i) s;
 INSERT INTO kv_store (key, version, value)
-  SELECT 'fam/' || fid, t.version, $(printf "${ENDED_AT:-%s}" "jsonb_set(t.value, '{Family,user}', to_jsonb(uid))")
+  SELECT 'fam/' || fid, t.version, $FAMILY
   FROM ids, (SELECT version, value FROM kv_store WHERE key LIKE 'fam/%' LIMIT 1) t;
 INSERT INTO kv_store (key, version, value)
   SELECT 'ufam/' || uid || '/' || fid, t.version, t.value
