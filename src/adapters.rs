@@ -20,13 +20,18 @@ impl Clock for SystemClock {
     }
 }
 
-pub struct OsEntropy;
+/// The operating system's CSPRNG (`getrandom`).
+pub struct SystemEntropy;
 
-impl Entropy for OsEntropy {
+impl Entropy for SystemEntropy {
     fn fill(&self, dest: &mut [u8]) {
         rand::rngs::OsRng.fill_bytes(dest);
     }
 }
+
+/// Longest wait for this replica to catch up with the leader (a strong read, or a token this
+/// replica has not seen yet).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The replicated store as the actors see it.
 pub struct ClusterReplicator {
@@ -85,6 +90,17 @@ impl Replicator for ClusterReplicator {
                 }
                 Err(e @ ProposeError::TooLarge { .. }) => Err(ReplicaError::Corrupt(e.to_string())),
             }
+        }
+        .boxed()
+    }
+
+    fn catch_up(&self) -> BoxFuture<'static, Result<(), ReplicaError>> {
+        let node = self.node.clone();
+        async move {
+            node.linearize(CATCH_UP_TIMEOUT).await.map_err(|e| match e {
+                ConfirmError::NotLeader => ReplicaError::NotLeader,
+                ConfirmError::Unavailable(reason) => ReplicaError::Unavailable(reason),
+            })
         }
         .boxed()
     }

@@ -7,12 +7,20 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
+use actix_web::http::header::HeaderName;
+use base64::Engine;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tessera_cluster::{FlushConfig, ProposerConfig, RaftTuning, StoreTuning};
+
+use crate::net::Cidr;
+
+/// Shortest accepted secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
 
 /// `dev` generates missing secrets into the data directory; `prod` refuses to start without them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +50,11 @@ impl Secret {
 
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
+    }
+
+    /// The 32-byte key this secret writes as base64url (43 characters, no padding), if it does.
+    pub fn key_bytes(&self) -> Option<[u8; 32]> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(self.expose().trim()).ok()?.try_into().ok()
     }
 }
 
@@ -167,7 +180,7 @@ pub struct Settings {
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDRs, e.g. `10.0.0.0/8`).
     /// Everyone else's client address is the socket's. A list, or a comma-separated string.
     #[serde(deserialize_with = "list_or_commas")]
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<Cidr>,
     /// Browser origins allowed to call the API with credentials (exact match, e.g.
     /// `https://app.example.com`). A list, or a comma-separated string (`TESSERA_CORS_ORIGINS`).
     #[serde(deserialize_with = "list_or_commas")]
@@ -392,7 +405,7 @@ pub enum SameSite {
 pub struct DeviceSettings {
     /// Request headers whose values make up the device fingerprint.
     #[serde(deserialize_with = "list_or_commas")]
-    pub headers: Vec<String>,
+    pub headers: Vec<HeaderField>,
     /// A refresh or cookie-authenticated request from another device: `reject` (401, nothing
     /// changes) or `log` (allowed, counted and logged).
     pub binding: DeviceBinding,
@@ -400,7 +413,10 @@ pub struct DeviceSettings {
 
 impl Default for DeviceSettings {
     fn default() -> Self {
-        DeviceSettings { headers: vec!["user-agent".to_string()], binding: DeviceBinding::Reject }
+        DeviceSettings {
+            headers: vec![HeaderField(actix_web::http::header::USER_AGENT)],
+            binding: DeviceBinding::Reject,
+        }
     }
 }
 
@@ -411,18 +427,42 @@ pub enum DeviceBinding {
     Log,
 }
 
-/// A list of strings from TOML (`["a", "b"]`) or from one environment variable (`a,b`).
-fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+/// An HTTP header name from configuration (checked when the configuration is read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderField(pub HeaderName);
+
+impl FromStr for HeaderField {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HeaderField, String> {
+        HeaderName::try_from(text).map(HeaderField).map_err(|_| format!("{text:?} is not a header name"))
+    }
+}
+
+impl Serialize for HeaderField {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.as_str())
+    }
+}
+
+/// A list from TOML (`["a", "b"]`) or from one environment variable (`a,b`), each item parsed.
+fn list_or_commas<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Either {
         List(Vec<String>),
         Text(String),
     }
-    Ok(match Either::deserialize(deserializer)? {
+    let items = match Either::deserialize(deserializer)? {
         Either::List(items) => items,
         Either::Text(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-    })
+    };
+    items.iter().map(|item| item.parse::<T>().map_err(serde::de::Error::custom)).collect()
 }
 
 /// Password rules (NIST SP 800-63B style).
@@ -587,14 +627,6 @@ impl Settings {
         if c.domain.as_deref().is_some_and(|d| d.is_empty() || d.contains(['/', ':', ' ', ';'])) {
             problems.push("cookies.domain must be a bare domain name".to_string());
         }
-        if self.device.headers.iter().any(|h| actix_web::http::header::HeaderName::try_from(h.as_str()).is_err()) {
-            problems.push("device.headers must be header names".to_string());
-        }
-        for proxy in &self.trusted_proxies {
-            if crate::http::client::Cidr::parse(proxy).is_none() {
-                problems.push(format!("trusted_proxies: {proxy:?} is not an address or CIDR"));
-            }
-        }
         let a = &self.argon2;
         if a.memory_kib < 8 * a.parallelism.max(1) || a.iterations == 0 || a.parallelism == 0 || a.queue == 0 {
             problems.push(
@@ -611,7 +643,37 @@ impl Settings {
             problems.push("fault_injection is for tests and is refused in the prod profile".to_string());
         }
         problems.extend(self.tuning().problems());
-        problems.extend(crate::secrets::problems(self));
+        problems.extend(self.secret_problems());
+        problems
+    }
+
+    /// The cluster secrets this configuration can carry: (setting, environment variable, value).
+    pub fn secrets(&self) -> [(&'static str, &'static str, Option<&Secret>); 4] {
+        [
+            ("cluster_secret", "TESSERA_CLUSTER_SECRET", self.cluster_secret.as_ref()),
+            ("refresh_pepper", "TESSERA_REFRESH_PEPPER", self.refresh_pepper.as_ref()),
+            ("key_encryption_key", "TESSERA_KEY_ENCRYPTION_KEY", self.key_encryption_key.as_ref()),
+            ("admin_token", "TESSERA_ADMIN_TOKEN", self.admin_token.as_ref()),
+        ]
+    }
+
+    /// Problems with configured secrets (too short, a malformed key; missing in `prod`).
+    fn secret_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, env, configured) in self.secrets() {
+            match configured {
+                Some(secret) if key == "key_encryption_key" && secret.key_bytes().is_none() => problems
+                    .push("key_encryption_key must be 32 bytes written as base64url (43 characters)".to_string()),
+                Some(secret) if secret.expose().len() < MIN_SECRET_LEN => {
+                    problems.push(format!("{key} must be at least {MIN_SECRET_LEN} bytes"))
+                }
+                Some(_) => {}
+                None if self.profile == Profile::Prod => {
+                    problems.push(format!("{key} is required in the prod profile (set {env})"))
+                }
+                None => {}
+            }
+        }
         problems
     }
 
@@ -702,6 +764,24 @@ mod tests {
         for needle in ["node_id", "peer_listen", "database_url", "max_body_bytes"] {
             assert!(problems.contains(needle), "{needle} missing from {problems}");
         }
+    }
+
+    #[test]
+    fn proxies_and_device_headers_are_checked_when_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1");
+            jail.set_env("TESSERA_DEVICE__HEADERS", "user-agent,accept-language");
+            let settings = Settings::load(None).expect("loads");
+            assert_eq!(
+                settings.trusted_proxies,
+                vec![Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("192.0.2.1").unwrap()]
+            );
+            assert_eq!(settings.device.headers.len(), 2);
+            jail.set_env("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8,nonsense");
+            let error = Settings::load(None).unwrap_err().to_string();
+            assert!(error.contains("nonsense") && error.to_lowercase().contains("trusted_proxies"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]

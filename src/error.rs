@@ -1,15 +1,15 @@
 //! The one error table: every failure the HTTP API can report, mapped to a status and an
 //! RFC 9457 `application/problem+json` body with an OAuth-style `error` code.
 //!
-//! Unexpected failures become an opaque 500; their cause chain goes to the log, never to the
-//! client.
-
-use std::fmt;
+//! What a client reads of a 503 or a 500 is a fixed sentence from this table. The cause (peer,
+//! openraft or database error text) goes to the log with its whole chain, never to a response
+//! body.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Seconds a client should wait before retrying an unavailable node.
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 1;
@@ -43,27 +43,80 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("unsupported media type")]
     UnsupportedMediaType,
-    /// Temporarily unable to serve (no leader, overloaded, shutting down): retry later.
-    #[error("{reason}")]
-    Unavailable { reason: String, retry_after: u64 },
+    /// Temporarily unable to serve: retry later. The client reads `why`; `cause` is logged.
+    #[error("{}", why.sentence())]
+    Unavailable { why: Unavailable, cause: Option<anyhow::Error> },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// Why a request cannot be served right now, each with the one sentence clients see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No leader is known, or it cannot be reached.
+    NoLeader,
+    /// The node that ran the request stopped leading meanwhile.
+    LeadershipChanging,
+    /// Concurrent updates of the same account or session, twice in a row.
+    Contention,
+    /// The replicated store did not take the write in time (overloaded, no quorum).
+    Busy,
+    /// This node has not heard from a leader within `max_staleness`: it fails closed.
+    Stale,
+    /// This replica could not catch up with the leader in time.
+    CatchUp,
+    /// Every password-hashing thread is busy and the queue is full.
+    Hashing,
+    /// The cluster has not created its signing key yet.
+    NoSigningKey,
+    /// This process was frozen and has just resumed.
+    Frozen,
+    /// A membership change or leadership transfer did not complete.
+    Membership,
+}
+
+impl Unavailable {
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Unavailable::NoLeader => "no leader is available; retry shortly",
+            Unavailable::LeadershipChanging => "leadership is changing; retry",
+            Unavailable::Contention => "concurrent updates; retry",
+            Unavailable::Busy => "the cluster is busy; retry",
+            Unavailable::Stale => "this node has not heard from a leader recently",
+            Unavailable::CatchUp => "this node could not catch up with the leader in time; retry",
+            Unavailable::Hashing => "password hashing is saturated; retry",
+            Unavailable::NoSigningKey => "no signing key is available yet",
+            Unavailable::Frozen => "this node has just resumed from a pause; retry",
+            Unavailable::Membership => "the cluster change did not complete; retry (the node's log says why)",
+        }
+    }
+}
+
+/// RFC 9457 problem details, as every error is reported.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
     #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
+    #[schema(example = "about:blank")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
-    error: &'a str,
+    pub detail: Option<String>,
+    /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`,
+    /// `email_taken`, `session_limit`, `slow_down`, `access_denied` (CSRF or origin),
+    /// `not_found`, `temporarily_unavailable`, `server_error`.
+    #[schema(example = "invalid_grant")]
+    pub error: &'static str,
 }
 
 impl ApiError {
-    pub fn unavailable(reason: impl Into<String>) -> ApiError {
-        ApiError::Unavailable { reason: reason.into(), retry_after: RETRY_AFTER_UNAVAILABLE }
+    pub fn unavailable(why: Unavailable) -> ApiError {
+        ApiError::Unavailable { why, cause: None }
+    }
+
+    /// Unavailable because of `cause`, which is logged (never shown to the client).
+    pub fn unavailable_because(why: Unavailable, cause: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Unavailable { why, cause: Some(cause.into()) }
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
@@ -104,28 +157,13 @@ impl ApiError {
             ApiError::SessionLimit => {
                 Some("this account has its maximum number of sessions; log out of one first".to_string())
             }
-            ApiError::Unavailable { reason, .. } => Some(reason.clone()),
+            ApiError::Unavailable { why, .. } => Some(why.sentence().to_string()),
             ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::PayloadTooLarge
             | ApiError::UnsupportedMediaType
             | ApiError::Internal(_) => None,
         }
-    }
-}
-
-/// Formats an error with its whole cause chain, for logs.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 
@@ -136,15 +174,19 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code, title) = self.row();
-        if let ApiError::Internal(cause) = self {
-            tracing::error!(error = %format!("{cause:#}"), "internal error");
+        match self {
+            ApiError::Internal(cause) => tracing::error!(error = %format!("{cause:#}"), "internal error"),
+            ApiError::Unavailable { why, cause: Some(cause) } => {
+                tracing::warn!(reason = why.sentence(), cause = %format!("{cause:#}"), "unavailable")
+            }
+            _ => {}
         }
         let body = Problem { kind: "about:blank", title, status: status.as_u16(), detail: self.detail(), error: code };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if let ApiError::Unavailable { retry_after, .. } = self {
-            response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+        if let ApiError::Unavailable { .. } = self {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE.to_string()));
         }
         if let ApiError::TooManyAttempts { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
@@ -162,14 +204,22 @@ impl From<crate::gateway::GatewayError> for ApiError {
         use crate::gateway::GatewayError;
         use tessera_actors::protocol::ActorError;
         match e {
-            GatewayError::NoLeader(reason) => ApiError::unavailable(reason),
-            e @ GatewayError::Frozen(_) => ApiError::unavailable(e.to_string()),
-            GatewayError::Actor(ActorError::NotLeader) => ApiError::unavailable("leadership is changing"),
-            GatewayError::Actor(ActorError::Contention) => ApiError::unavailable("concurrent updates; retry"),
-            GatewayError::Actor(ActorError::Unavailable(reason)) => ApiError::unavailable(reason),
+            GatewayError::NoLeader(None) => ApiError::unavailable(Unavailable::NoLeader),
+            GatewayError::NoLeader(Some(cause)) => ApiError::unavailable_because(Unavailable::NoLeader, cause),
+            GatewayError::Frozen(_) => ApiError::unavailable(Unavailable::Frozen),
+            GatewayError::Actor(ActorError::NotLeader) => ApiError::unavailable(Unavailable::LeadershipChanging),
+            GatewayError::Actor(ActorError::Contention) => ApiError::unavailable(Unavailable::Contention),
+            GatewayError::Actor(e @ ActorError::Unavailable(_)) => ApiError::unavailable_because(Unavailable::Busy, e),
             GatewayError::Actor(e @ ActorError::Corrupt(_)) => ApiError::internal(e),
-            e @ GatewayError::Protocol => ApiError::internal(e),
+            e @ GatewayError::Protocol(_) => ApiError::internal(e),
         }
+    }
+}
+
+impl From<tessera_actors::protocol::ActorError> for ApiError {
+    /// A read of the local replica that failed (a query, not an operation).
+    fn from(e: tessera_actors::protocol::ActorError) -> ApiError {
+        ApiError::from(crate::gateway::GatewayError::Actor(e))
     }
 }
 
@@ -177,7 +227,7 @@ impl From<crate::passwords::PasswordError> for ApiError {
     fn from(e: crate::passwords::PasswordError) -> ApiError {
         use crate::passwords::PasswordError;
         match e {
-            PasswordError::Overloaded => ApiError::unavailable("password hashing is saturated; retry"),
+            PasswordError::Overloaded => ApiError::unavailable(Unavailable::Hashing),
             e @ PasswordError::Failed(_) => ApiError::internal(e),
         }
     }
@@ -189,7 +239,7 @@ impl From<crate::tokens::TokenError> for ApiError {
         match e {
             TokenError::Invalid(_) => ApiError::InvalidToken("the access token is invalid"),
             TokenError::Expired => ApiError::InvalidToken("the access token has expired"),
-            TokenError::NoSigningKey => ApiError::unavailable("no signing key is available yet"),
+            TokenError::NoSigningKey => ApiError::unavailable(Unavailable::NoSigningKey),
             e @ TokenError::Signing(_) => ApiError::internal(e),
         }
     }

@@ -2,7 +2,7 @@
 //! routes and the error table. The domain lives in `tessera-actors`, replication in
 //! `tessera-cluster`; only `startup` knows both.
 
-mod adapters;
+pub mod adapters;
 pub mod admin_cli;
 pub mod cli;
 pub mod config;
@@ -12,6 +12,7 @@ mod freeze;
 pub mod gateway;
 pub mod http;
 mod metrics;
+pub mod net;
 pub mod passwords;
 pub mod secrets;
 pub mod startup;

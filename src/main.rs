@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Check) => check(&settings),
         Command::Secrets => {
-            print!("{}", tessera::secrets::generate_exports());
+            print!("{}", tessera::secrets::generate_exports(&tessera::adapters::SystemEntropy));
             ExitCode::SUCCESS
         }
         Command::Cluster(args) => {

@@ -14,8 +14,8 @@ use std::sync::mpsc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use tessera_actors::ports::{Entropy, random};
 use tokio::sync::oneshot;
 
 use crate::config::Argon2Settings;
@@ -74,13 +74,15 @@ impl Pool {
 pub struct Passwords {
     hasher: Argon2<'static>,
     pool: Pool,
+    /// Where salts come from.
+    entropy: Arc<dyn Entropy>,
     dummy: String,
     /// Argon2id verifications performed (real and dummy), for `/metrics`.
     verifications: AtomicU64,
 }
 
 impl Passwords {
-    pub fn new(settings: &Argon2Settings) -> Result<Passwords, PasswordError> {
+    pub fn new(settings: &Argon2Settings, entropy: Arc<dyn Entropy>) -> Result<Passwords, PasswordError> {
         let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
             .map_err(|e| PasswordError::Failed(e.to_string()))?;
         let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
@@ -90,16 +92,17 @@ impl Passwords {
             settings.threads
         };
         // The dummy is a hash of a random password nobody knows, with the live parameters.
-        let mut unknowable = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut unknowable);
-        let dummy = hash_with(&hasher, &unknowable)?;
-        Ok(Passwords { hasher, pool: Pool::new(threads, settings.queue), dummy, verifications: AtomicU64::new(0) })
+        let unknowable: [u8; 32] = random(&*entropy);
+        let dummy = hash_with(&hasher, &unknowable, random(&*entropy))?;
+        let pool = Pool::new(threads, settings.queue);
+        Ok(Passwords { hasher, pool, entropy, dummy, verifications: AtomicU64::new(0) })
     }
 
     /// A PHC string for `password` with a fresh random salt.
     pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
         let hasher = self.hasher.clone();
-        self.pool.run(move || hash_with(&hasher, password.expose_secret().as_bytes())).await?
+        let salt = random(&*self.entropy);
+        self.pool.run(move || hash_with(&hasher, password.expose_secret().as_bytes(), salt)).await?
     }
 
     /// Verifies `password` against `phc`, or against the dummy hash when there is no account
@@ -140,9 +143,7 @@ fn lower_priority() {
     }
 }
 
-fn hash_with(hasher: &Argon2<'_>, password: &[u8]) -> Result<String, PasswordError> {
-    let mut salt = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut salt);
+fn hash_with(hasher: &Argon2<'_>, password: &[u8], salt: [u8; 16]) -> Result<String, PasswordError> {
     let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Failed(e.to_string()))?;
     hasher.hash_password(password, &salt).map(|h| h.to_string()).map_err(|e| PasswordError::Failed(e.to_string()))
 }
@@ -159,9 +160,13 @@ mod tests {
         SecretString::from(s.to_string())
     }
 
+    fn passwords(settings: &Argon2Settings) -> Result<Passwords, PasswordError> {
+        Passwords::new(settings, Arc::new(crate::adapters::SystemEntropy))
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_only_its_password_exactly() {
-        let passwords = Passwords::new(&fast()).unwrap();
+        let passwords = passwords(&fast()).unwrap();
         let phc = passwords.hash(secret("correct horse battery staple")).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
         assert!(passwords.verify(secret("correct horse battery staple"), Some(phc.clone())).await.unwrap());
@@ -173,8 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_answers_overloaded_at_once() {
-        let passwords =
-            Arc::new(Passwords::new(&Argon2Settings { memory_kib: 8192, iterations: 3, ..fast() }).unwrap());
+        let passwords = Arc::new(passwords(&Argon2Settings { memory_kib: 8192, iterations: 3, ..fast() }).unwrap());
         // One thread busy, one job queued: the rest must be refused, not queued.
         let attempts = (0..8).map(|_| {
             let passwords = Arc::clone(&passwords);

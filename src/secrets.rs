@@ -12,12 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use rand::RngCore;
+use tessera_actors::ports::{Entropy, random};
 
 use crate::config::{Profile, Secret, Settings};
-
-/// Shortest accepted secret, in bytes.
-pub const MIN_SECRET_LEN: usize = 32;
 
 const FILE: &str = "secrets.toml";
 
@@ -34,55 +31,6 @@ pub struct Secrets {
     pub admin_token: Secret,
 }
 
-/// One secret's configuration key and environment variable.
-struct Spec {
-    key: &'static str,
-    env: &'static str,
-}
-
-const SPECS: &[Spec] = &[
-    Spec { key: "cluster_secret", env: "TESSERA_CLUSTER_SECRET" },
-    Spec { key: "refresh_pepper", env: "TESSERA_REFRESH_PEPPER" },
-    Spec { key: "key_encryption_key", env: "TESSERA_KEY_ENCRYPTION_KEY" },
-    Spec { key: "admin_token", env: "TESSERA_ADMIN_TOKEN" },
-];
-
-fn configured<'a>(settings: &'a Settings, key: &str) -> Option<&'a Secret> {
-    match key {
-        "cluster_secret" => settings.cluster_secret.as_ref(),
-        "refresh_pepper" => settings.refresh_pepper.as_ref(),
-        "key_encryption_key" => settings.key_encryption_key.as_ref(),
-        "admin_token" => settings.admin_token.as_ref(),
-        _ => None,
-    }
-}
-
-/// A key-encryption key is exactly 32 bytes, written as base64url (43 characters, no padding).
-fn decode_kek(secret: &Secret) -> Option<[u8; 32]> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(secret.expose().trim()).ok()?.try_into().ok()
-}
-
-/// Problems with configured secrets (too short; missing in `prod`).
-pub fn problems(settings: &Settings) -> Vec<String> {
-    let mut problems = Vec::new();
-    for spec in SPECS {
-        match configured(settings, spec.key) {
-            Some(secret) if spec.key == "key_encryption_key" && decode_kek(secret).is_none() => {
-                problems.push("key_encryption_key must be 32 bytes written as base64url (43 characters)".to_string())
-            }
-            Some(secret) if secret.expose().len() < MIN_SECRET_LEN => {
-                problems.push(format!("{} must be at least {MIN_SECRET_LEN} bytes", spec.key))
-            }
-            Some(_) => {}
-            None if settings.profile == Profile::Prod => {
-                problems.push(format!("{} is required in the prod profile (set {})", spec.key, spec.env))
-            }
-            None => {}
-        }
-    }
-    problems
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     #[error("missing secrets in the prod profile: {0}")]
@@ -93,32 +41,33 @@ pub enum SecretsError {
     Malformed { path: PathBuf, reason: String },
 }
 
-/// Resolves every secret: configured, else (dev only) generated once into the data directory.
-pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
+/// Resolves every secret: configured, else (dev only) generated once into the data directory
+/// from `entropy`.
+pub fn resolve(settings: &Settings, entropy: &dyn Entropy) -> Result<Secrets, SecretsError> {
     let mut values: BTreeMap<&'static str, Secret> = BTreeMap::new();
     let mut missing = Vec::new();
-    for spec in SPECS {
-        match configured(settings, spec.key) {
+    for (key, env, configured) in settings.secrets() {
+        match configured {
             Some(secret) => {
-                values.insert(spec.key, secret.clone());
+                values.insert(key, secret.clone());
             }
-            None => missing.push(spec),
+            None => missing.push((key, env)),
         }
     }
     if !missing.is_empty() {
         if settings.profile == Profile::Prod {
-            let names: Vec<String> = missing.iter().map(|s| format!("{} ({})", s.key, s.env)).collect();
+            let names: Vec<String> = missing.iter().map(|(key, env)| format!("{key} ({env})")).collect();
             return Err(SecretsError::Missing(names.join(", ")));
         }
         let path = settings.data_dir.join(FILE);
         let mut stored = read_file(&path)?;
         let mut generated = Vec::new();
-        for spec in missing {
-            let value = stored.entry(spec.key.to_string()).or_insert_with(|| {
-                generated.push(spec.key);
-                random_secret()
+        for (key, _) in missing {
+            let value = stored.entry(key.to_string()).or_insert_with(|| {
+                generated.push(key);
+                random_secret(entropy)
             });
-            values.insert(spec.key, Secret::new(value.clone()));
+            values.insert(key, Secret::new(value.clone()));
         }
         if !generated.is_empty() {
             write_file(&path, &stored)?;
@@ -133,7 +82,7 @@ pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
         }
     }
     let take = |key: &str| values.get(key).cloned().expect("every spec was resolved above");
-    let kek = decode_kek(&take("key_encryption_key")).ok_or_else(|| SecretsError::Malformed {
+    let kek = take("key_encryption_key").key_bytes().ok_or_else(|| SecretsError::Malformed {
         path: settings.data_dir.join(FILE),
         reason: "key_encryption_key is not 32 bytes of base64url".into(),
     })?;
@@ -146,14 +95,17 @@ pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
 }
 
 /// Fresh values for every secret, as shell `export` lines.
-pub fn generate_exports() -> String {
-    SPECS.iter().map(|spec| format!("export {}={}\n", spec.env, random_secret())).collect()
+pub fn generate_exports(entropy: &dyn Entropy) -> String {
+    Settings::default()
+        .secrets()
+        .iter()
+        .map(|(_, env, _)| format!("export {env}={}\n", random_secret(entropy)))
+        .collect()
 }
 
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+/// 32 random bytes as base64url: a valid value for every secret, the key-encryption key included.
+fn random_secret(entropy: &dyn Entropy) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<32>(entropy))
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SecretsError> {
@@ -199,13 +151,17 @@ mod tests {
         Settings { data_dir: dir.to_path_buf(), ..Settings::default() }
     }
 
+    fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
+        super::resolve(settings, &crate::adapters::SystemEntropy)
+    }
+
     #[test]
     fn dev_generates_secrets_once_with_mode_0600_and_reuses_them() {
         let dir = tempfile::tempdir().unwrap();
         let first = resolve(&dev(dir.path())).unwrap();
         let second = resolve(&dev(dir.path())).unwrap();
         assert_eq!(first.cluster.expose(), second.cluster.expose());
-        assert!(first.cluster.expose().len() >= MIN_SECRET_LEN);
+        assert!(first.cluster.expose().len() >= crate::config::MIN_SECRET_LEN);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -235,6 +191,6 @@ mod tests {
     #[test]
     fn short_secrets_are_a_problem() {
         let settings = Settings { cluster_secret: Some(Secret::new("short".into())), ..Settings::default() };
-        assert!(problems(&settings).iter().any(|p| p.contains("cluster_secret")));
+        assert!(settings.problems().iter().any(|p| p.contains("cluster_secret")));
     }
 }

@@ -15,29 +15,31 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use actix_web::http::header::HeaderName;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tessera_actors::domain::{
     CapAction, DeviceBinding, LockoutPolicy, PasswordPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy,
 };
+use tessera_actors::keys::{self, Provisioned};
 use tessera_actors::ports::{Clock, Entropy, Replicator};
 use tessera_actors::sweeper::Sweeper;
-use tessera_actors::{ActorContext, Record, Registry, Sessions, ThrottlePolicy};
+use tessera_actors::{ActorContext, Domain, Record, Registry, ThrottlePolicy};
 use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo, Partition, PeerFaults};
 use tokio::sync::watch;
 
-use crate::adapters::{ClusterReplicator, OsEntropy, SystemClock};
+use crate::adapters::{ClusterReplicator, SystemClock, SystemEntropy};
 use crate::config::{OverCap, Profile, Settings};
 use crate::gateway::{self, Gateway};
-use crate::http::client::{Cidr, ClientPolicy};
+use crate::http::client::ClientPolicy;
 use crate::http::cookies::CookiePolicy;
 use crate::http::csrf::Csrf;
-use crate::http::{self, AppState};
+use crate::http::state::AppState;
+use crate::http::{self};
 use crate::passwords::Passwords;
 use crate::secrets::{self, Secrets};
-use crate::tokens::{AccessTokens, Issuer, KeyRing, keyring, provider};
+use crate::tokens::keyring::Sealer;
+use crate::tokens::{AccessTokens, Issuer, KeyRing, provider};
 
 /// A running Tessera node.
 pub struct Node {
@@ -64,6 +66,7 @@ struct Parts {
     tokens: Arc<AccessTokens>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
+    replica: Arc<dyn Replicator>,
 }
 
 impl Node {
@@ -76,7 +79,9 @@ impl Node {
         }
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
-        let secrets = secrets::resolve(&settings)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let entropy: Arc<dyn Entropy> = Arc::new(SystemEntropy);
+        let secrets = secrets::resolve(&settings, &*entropy)?;
         provider::install();
 
         let public_listener =
@@ -124,15 +129,17 @@ impl Node {
         // local snapshot: hand the transient memory back rather than keep it resident.
         release_free_memory();
 
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
-        let passwords = Arc::new(Passwords::new(&settings.argon2)?);
+        let passwords = Arc::new(Passwords::new(&settings.argon2, Arc::clone(&entropy))?);
+        let max_staleness = Duration::from_millis(settings.max_staleness_ms);
+        let confirm_timeout = Duration::from_millis(settings.raft.election_timeout_max_ms);
+        let replica: Arc<dyn Replicator> =
+            Arc::new(ClusterReplicator::new(cluster.clone(), confirm_timeout, max_staleness));
         let keyring = Arc::new(KeyRing::new(secrets.key_encryption_key));
-        keyring.reload(&cluster)?;
+        keyring.reload(&*replica)?;
         let issuer = settings.issuer(&info.public_addr);
         let tokens = Arc::new(AccessTokens::new(
             Arc::clone(&keyring),
-            cluster.clone(),
+            Arc::clone(&replica),
             Issuer { configured: settings.tokens.issuer.clone(), derived: issuer.clone() },
             settings.tokens.audience.clone(),
             Duration::from_secs(settings.tokens.access_ttl_secs),
@@ -150,6 +157,7 @@ impl Node {
             tokens,
             clock: Arc::clone(&clock),
             entropy: Arc::clone(&entropy),
+            replica: Arc::clone(&replica),
         };
         let served = serve(parts, public_listener, peer_listener)?;
 
@@ -163,7 +171,7 @@ impl Node {
             cluster.clone(),
             served.registry,
             keyring,
-            Housekeeping { clock, entropy, kek, issuer, actor_idle },
+            Housekeeping { clock, sealer: Sealer { entropy, kek }, replica, issuer, actor_idle },
             stopped,
         ));
         tracing::info!(%public_addr, %peer_addr, node_id = cluster.id(), "tessera is serving");
@@ -254,36 +262,37 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
         },
     };
     let clients = ClientPolicy {
-        proxies: settings.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect(),
-        device_headers: settings.device.headers.iter().filter_map(|h| HeaderName::try_from(h.as_str()).ok()).collect(),
+        proxies: settings.trusted_proxies.clone(),
+        device_headers: settings.device.headers.iter().map(|header| header.0.clone()).collect(),
         binding: sessions_policy.binding,
     };
     let cookies = CookiePolicy::new(settings.cookies.clone(), settings.profile == Profile::Dev);
     let cors_origins = settings.cors_origins.clone();
     let hsts = settings.hsts_max_age_secs;
     let max_staleness = Duration::from_millis(settings.max_staleness_ms);
-    let confirm_timeout = Duration::from_millis(settings.raft.election_timeout_max_ms);
     let policies = Policies::from(settings);
     let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<(ServerHandle, ServerHandle, Arc<Registry>)>>();
     let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let arbiters = (0..cores).map(|_| actix::Arbiter::new().handle()).collect();
+            // Actors start on the arbiter of the request that activates them (an HTTP worker); this
+            // one hosts those that a caller outside any arbiter activates.
+            let arbiters = vec![actix::Arbiter::new().handle()];
             let cx = Arc::new(ActorContext {
                 clock: Arc::clone(&parts.clock),
                 entropy: Arc::clone(&parts.entropy),
-                replicator: Arc::new(ClusterReplicator::new(parts.cluster.clone(), confirm_timeout, max_staleness)),
+                replicator: Arc::clone(&parts.replica),
                 pepper: Pepper::new(parts.secrets.refresh_pepper.expose().as_bytes()),
                 sessions: sessions_policy,
                 lockout: policies.lockout,
                 cap: policies.cap,
                 throttle: policies.throttle,
             });
-            let replica: Arc<dyn Replicator> = Arc::clone(&cx.replicator);
             let registry = Arc::new(Registry::new(cx, arbiters));
-            let sessions = Sessions::new(Arc::clone(&registry));
+            let domain = Domain::new(Arc::clone(&registry));
+            let request_ids = web::Data::new(http::request_id::RequestIds(Arc::clone(&parts.entropy)));
             let state = web::Data::new(AppState {
                 node: parts.cluster.clone(),
-                gateway: Gateway::new(parts.cluster.clone(), sessions.clone(), write_timeout),
+                gateway: Gateway::new(parts.cluster.clone(), domain.clone(), write_timeout),
                 registry: Arc::clone(&registry),
                 passwords: parts.passwords,
                 tokens: parts.tokens,
@@ -293,7 +302,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 cookies,
                 csrf: Csrf::new(parts.secrets.cluster.expose().as_bytes()),
                 cors_origins: cors_origins.clone(),
-                replica,
+                replica: parts.replica,
                 password_policy: policies.password,
                 max_staleness,
                 admin_token: parts.secrets.admin_token.clone(),
@@ -303,6 +312,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
             let public = HttpServer::new(move || {
                 App::new()
                     .app_data(state.clone())
+                    .app_data(request_ids.clone())
                     .wrap(cors(&cors_origins))
                     .wrap(security_headers(hsts))
                     .wrap(from_fn(http::request_id::middleware))
@@ -313,19 +323,18 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
             .disable_signals()
             .shutdown_timeout(shutdown_timeout)
             .listen(public_listener);
-            let peer_service = parts.cluster.peer_service().clone();
-            let sessions = web::Data::new(sessions);
+            let cluster = parts.cluster.clone();
+            let domain = web::Data::new(domain);
             let admin = web::Data::new(http::admin::AdminState {
                 node: parts.cluster.clone(),
                 token: parts.secrets.admin_token.clone(),
                 faults: parts.fault_layer.clone(),
                 registry: Arc::clone(&registry),
-                election_timeout_max: confirm_timeout,
             });
             let peer = HttpServer::new(move || {
                 App::new()
-                    .configure(|cfg| peer_service.configure(cfg))
-                    .app_data(sessions.clone())
+                    .configure(|cfg| cluster.configure_peer(cfg))
+                    .app_data(domain.clone())
                     .app_data(admin.clone())
                     .app_data(
                         web::JsonConfig::default()
@@ -432,8 +441,9 @@ impl From<&Settings> for Policies {
 
 struct Housekeeping {
     clock: Arc<dyn Clock>,
-    entropy: Arc<dyn Entropy>,
-    kek: [u8; 32],
+    /// Makes the cluster's first signing key.
+    sealer: Sealer,
+    replica: Arc<dyn Replicator>,
     /// This node's issuer, recorded as the cluster's if this node initialises it.
     issuer: String,
     actor_idle: Duration,
@@ -459,20 +469,22 @@ async fn housekeeping(
         }
         was_leading = leading;
         if leading {
-            match keyring::ensure_signing_key_and_issuer(
-                &cluster,
-                &*duties.entropy,
-                &duties.kek,
-                &duties.issuer,
-                duties.clock.now(),
-            )
-            .await
-            {
-                Ok(_) => {}
+            let provisioned =
+                keys::provision(&*duties.replica, &duties.sealer, &duties.issuer, duties.clock.now()).await;
+            match provisioned {
+                Ok(Some(Provisioned { key, issuer })) => {
+                    if let Some(kid) = key {
+                        tracing::info!(%kid, "created the cluster's signing key");
+                    }
+                    if let Some(issuer) = issuer {
+                        tracing::info!(%issuer, "recorded the cluster's token issuer");
+                    }
+                }
+                Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot create the signing key or record the issuer yet"),
             }
         }
-        if let Err(e) = keyring.reload(&cluster) {
+        if let Err(e) = keyring.reload(&*duties.replica) {
             tracing::error!(error = %e, "reloading signing keys failed");
         }
         if last_passivation.elapsed() >= duties.actor_idle.min(Duration::from_secs(30)) {

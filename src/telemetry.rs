@@ -14,20 +14,3 @@ pub fn init(filter: &str, format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
 }
-
-/// An email reduced to what an operator needs to correlate log lines: `a***@example.com`.
-pub fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
-        None => "***".to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn emails_are_masked() {
-        assert_eq!(super::mask_email("alice@example.com"), "a***@example.com");
-        assert_eq!(super::mask_email("nonsense"), "***");
-    }
-}

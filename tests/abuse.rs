@@ -201,7 +201,7 @@ async fn forged_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     // Behind a trusted proxy the header is believed: other networks are not throttled.
     let app = spawn_with(|s| {
         s.throttle.login_failures = 3;
-        s.trusted_proxies = vec!["127.0.0.1".into()];
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
     for i in 0..6 {

@@ -9,11 +9,13 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::context::ActorContext;
-use crate::domain::{SlidingWindow, WindowVerdict};
-use crate::identity_actor::retry_secs;
-use crate::protocol::Admission;
+use crate::domain::{IpPrefix, SlidingWindow, WindowVerdict, whole_seconds};
+use crate::operation::Operation;
+use crate::protocol::{ActorError, Admission};
+use crate::service::Domain;
 
 pub struct ClientAddr {
     failures: SlidingWindow,
@@ -34,7 +36,9 @@ impl ClientAddr {
 fn admission(verdict: WindowVerdict) -> Admission {
     match verdict {
         WindowVerdict::Allowed => Admission::Allowed,
-        WindowVerdict::Throttled { retry_after } => Admission::Throttled { retry_after_secs: retry_secs(retry_after) },
+        WindowVerdict::Throttled { retry_after } => {
+            Admission::Throttled { retry_after_secs: whole_seconds(retry_after) }
+        }
     }
 }
 
@@ -51,7 +55,32 @@ pub struct RecordLoginFailure;
 /// May this network attempt a registration now? (An admitted attempt counts.)
 #[derive(Message)]
 #[rtype(result = "Admission")]
-pub struct AdmitRegistration;
+pub struct RegistrationAttempt;
+
+/// Operation: count a registration attempt from `ip` against its network's limit.
+#[derive(Serialize, Deserialize)]
+pub struct AdmitRegistration {
+    pub ip: Option<IpPrefix>,
+}
+
+impl Operation for AdmitRegistration {
+    type Reply = Admission;
+
+    async fn run(self, domain: &Domain) -> Result<Admission, ActorError> {
+        match domain.limited(self.ip) {
+            Some(prefix) => Ok(domain.registry().client(prefix).await?.send(RegistrationAttempt).await?),
+            None => Ok(Admission::Allowed),
+        }
+    }
+}
+
+/// Counts a failed login against the client network, if limits apply to it.
+pub(crate) async fn record_network_failure(domain: &Domain, ip: Option<IpPrefix>) -> Result<(), ActorError> {
+    if let Some(prefix) = domain.limited(ip) {
+        domain.registry().client(prefix).await?.send(RecordLoginFailure).await?;
+    }
+    Ok(())
+}
 
 impl Handler<CheckLogin> for ClientAddr {
     type Result = MessageResult<CheckLogin>;
@@ -71,10 +100,10 @@ impl Handler<RecordLoginFailure> for ClientAddr {
     }
 }
 
-impl Handler<AdmitRegistration> for ClientAddr {
-    type Result = MessageResult<AdmitRegistration>;
+impl Handler<RegistrationAttempt> for ClientAddr {
+    type Result = MessageResult<RegistrationAttempt>;
 
-    fn handle(&mut self, _: AdmitRegistration, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: RegistrationAttempt, _: &mut Context<Self>) -> Self::Result {
         let now = self.cx.clock.now();
         let policy = self.cx.throttle.registrations;
         let verdict = self.registrations.check(now, &policy);

@@ -2,31 +2,77 @@
 //!
 //! A thin shell around [`Family`]'s rules. For each message it reads the clock once, asks
 //! the rule, proposes the state the verdict carries as a compare-and-set on the family's
-//! version, and adopts that state only after the commit. While a proposal is in flight no
-//! other message of this family runs (`AtomicResponse`), so two refreshes of one token are
+//! version, and adopts that state only after the commit ([`Shell::decide`]). While a proposal
+//! is in flight no other message of this family runs, so two refreshes of one token are
 //! decided one after the other: the first rotates, the second sees the new state.
 //!
-//! A conflicting proposal means the in-memory state is stale (another leader wrote since it
-//! was loaded): the actor reloads from the replica, decides again, and proposes once more. A
-//! second conflict is reported as `Contention`. A family found deleted on reload (collected by
-//! the `sweeper` long after it ended) is answered as one that never existed.
+//! A family found deleted on reload (collected by the `sweeper` long after it ended) is
+//! answered as one that never existed.
+//!
+//! Operations: [`Refresh`], [`Logout`], [`LogoutAll`], [`LogoutOthers`].
 
 use std::sync::Arc;
 
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 
+use crate::commit::{Held, Shell, Step};
 use crate::context::ActorContext;
 use crate::domain::{
-    DeviceHash, Family, FamilyId, Generation, RefreshToken, RefreshVerdict, RevokeReason, RevokeVerdict, UserId,
+    DeviceHash, EndVerdict, Family, FamilyId, Generation, RefreshToken, RefreshVerdict, RevokeReason, UserId,
 };
-use crate::ports::{Write, WriteOutcome};
+use crate::operation::Operation;
+use crate::ports::Write;
 use crate::protocol::{ActorError, LogoutOutcome, RefreshOutcome, SessionGrant};
 use crate::record::{Record, keys};
+use crate::service::Domain;
+
+/// A family as last loaded or committed.
+#[derive(Clone)]
+pub(crate) struct Stored {
+    pub(crate) id: FamilyId,
+    pub(crate) family: Family,
+    pub(crate) version: u64,
+}
+
+impl Stored {
+    fn with(&self, family: Family) -> Stored {
+        Stored { family, ..self.clone() }
+    }
+}
+
+impl Held for Stored {
+    fn reload(&self, cx: &ActorContext) -> Result<Option<Stored>, ActorError> {
+        load(cx, self.id)
+    }
+
+    /// A compare-and-set on the family's version; a revoked family also leaves its user's index.
+    fn replace(&self, next: &Stored) -> Write {
+        let key = keys::family(self.id);
+        let write =
+            Write::default().expect(key.clone(), Some(self.version)).put(key, Record::Family(next.family.clone()));
+        match next.family.revoked {
+            Some(_) => write.delete(keys::user_family(next.family.user, self.id)),
+            None => write,
+        }
+    }
+
+    fn committed(&self, next: Stored, version: u64) -> Stored {
+        Stored { version, ..next }
+    }
+}
+
+/// Reads family `id` from the replica; `None` if there is none (never was, or collected).
+pub(crate) fn load(cx: &ActorContext, id: FamilyId) -> Result<Option<Stored>, ActorError> {
+    match cx.replicator.read(&keys::family(id))? {
+        Some((version, Record::Family(family))) => Ok(Some(Stored { id, family, version })),
+        Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{id} holds {other:?}"))),
+        None => Ok(None),
+    }
+}
 
 pub struct SessionFamily {
-    id: FamilyId,
-    family: Family,
-    version: u64,
+    stored: Stored,
     cx: Arc<ActorContext>,
 }
 
@@ -35,29 +81,22 @@ impl Actor for SessionFamily {
 }
 
 impl SessionFamily {
-    pub fn new(id: FamilyId, family: Family, version: u64, cx: Arc<ActorContext>) -> SessionFamily {
-        SessionFamily { id, family, version, cx }
+    pub(crate) fn new(stored: Stored, cx: Arc<ActorContext>) -> SessionFamily {
+        SessionFamily { stored, cx }
     }
 }
 
-/// Present a refresh token.
-#[derive(Message)]
-#[rtype(result = "Result<RefreshOutcome, ActorError>")]
-pub struct Refresh {
-    pub token: RefreshToken,
-    pub device: DeviceHash,
-}
+impl Shell for SessionFamily {
+    type State = Stored;
 
-/// Revoke the family on behalf of `owner` (a family of another user is `NotFound`).
-#[derive(Message)]
-#[rtype(result = "Result<LogoutOutcome, ActorError>")]
-pub struct Revoke {
-    pub owner: UserId,
-    pub reason: RevokeReason,
-}
+    fn state(&mut self) -> &mut Stored {
+        &mut self.stored
+    }
 
-/// The family's state as last loaded or committed.
-type Current = (Family, u64);
+    fn context(&self) -> &Arc<ActorContext> {
+        &self.cx
+    }
+}
 
 pub(crate) fn grant(cx: &ActorContext, id: FamilyId, family: &Family, generation: Generation) -> SessionGrant {
     SessionGrant {
@@ -71,73 +110,22 @@ pub(crate) fn grant(cx: &ActorContext, id: FamilyId, family: &Family, generation
     }
 }
 
-/// Reads the family from the replica (after a conflict); `None` once it has been collected.
-fn reload(cx: &ActorContext, id: FamilyId) -> Result<Option<Current>, ActorError> {
-    match cx.replicator.read(&keys::family(id))? {
-        Some((version, Record::Family(family))) => Ok(Some((family, version))),
-        Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{id} holds {other:?}"))),
-        None => Ok(None),
-    }
+/// Operation (and message): present a refresh token.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<RefreshOutcome, ActorError>")]
+pub struct Refresh {
+    pub token: RefreshToken,
+    pub device: DeviceHash,
 }
 
-/// Proposes `next` over the family at `version`. A revoked family also leaves its user's index.
-async fn commit(cx: &ActorContext, id: FamilyId, version: u64, next: &Family) -> Result<Option<u64>, ActorError> {
-    let key = keys::family(id);
-    let mut write = Write::default().expect(key.clone(), Some(version)).put(key, Record::Family(next.clone()));
-    if next.revoked.is_some() {
-        write = write.delete(keys::user_family(next.user, id));
-    }
-    match cx.replicator.write(write).await? {
-        WriteOutcome::Committed { version } => Ok(Some(version)),
-        WriteOutcome::Conflict { .. } => Ok(None),
-    }
-}
+impl Operation for Refresh {
+    type Reply = RefreshOutcome;
 
-/// What a rule's verdict asks of the shell.
-enum Step<O> {
-    /// Answer without writing.
-    Reply(O),
-    /// Commit `next`, then answer.
-    Commit { next: Family, reply: O },
-}
-
-/// Decides with `decide`, commits what it asks for, and on a conflict reloads and decides
-/// once more; answers `gone` if the family was deleted meanwhile. Returns the state to adopt
-/// and the answer.
-async fn decide_and_commit<O>(
-    cx: &ActorContext,
-    id: FamilyId,
-    mut current: Current,
-    decide: impl Fn(&Family) -> Step<O>,
-    gone: O,
-) -> (Current, Result<O, ActorError>) {
-    for _attempt in 0..2 {
-        match decide(&current.0) {
-            Step::Reply(reply) => return (current, Ok(reply)),
-            Step::Commit { next, reply } => match commit(cx, id, current.1, &next).await {
-                Ok(Some(version)) => return ((next, version), Ok(reply)),
-                Ok(None) => match reload(cx, id) {
-                    Ok(Some(reloaded)) => current = reloaded,
-                    Ok(None) => return (current, Ok(gone)),
-                    Err(e) => return (current, Err(e)),
-                },
-                Err(e) => return (current, Err(e)),
-            },
+    async fn run(self, domain: &Domain) -> Result<RefreshOutcome, ActorError> {
+        match domain.registry().family(self.token.family).await? {
+            Some(actor) => actor.send(self).await?,
+            None => Ok(RefreshOutcome::Invalid),
         }
-    }
-    (current, Err(ActorError::Contention))
-}
-
-impl SessionFamily {
-    /// Runs `work` with the mailbox held, then adopts the state it settled on.
-    fn atomically<O: 'static>(
-        &self,
-        work: impl Future<Output = (Current, Result<O, ActorError>)> + 'static,
-    ) -> AtomicResponse<Self, Result<O, ActorError>> {
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(current, outcome), actor, _| {
-            (actor.family, actor.version) = current;
-            outcome
-        })))
     }
 }
 
@@ -145,66 +133,133 @@ impl Handler<Refresh> for SessionFamily {
     type Result = AtomicResponse<Self, Result<RefreshOutcome, ActorError>>;
 
     fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
-        let (cx, id) = (Arc::clone(&self.cx), self.id);
-        let current = (self.family.clone(), self.version);
-        self.atomically(async move {
-            let now = cx.clock.now();
-            let (current, outcome) = decide_and_commit(&cx, id, current, |family| {
-                match family.refresh(id, &msg.token, msg.device, now, &cx.sessions, &cx.pepper) {
+        self.decide(
+            move |stored, now, cx| {
+                let (id, family) = (stored.id, &stored.family);
+                let verdict = family.refresh(id, &msg.token, msg.device, now, &cx.sessions, &cx.pepper);
+                let events = verdict.events(id, family, msg.token.generation, msg.device);
+                let step = match verdict {
                     RefreshVerdict::Rotated { family: next } => {
-                        Step::Commit { reply: RefreshOutcome::Rotated(grant(&cx, id, &next, next.generation)), next }
+                        let reply = RefreshOutcome::Rotated(grant(cx, id, &next, next.generation));
+                        Step::commit(stored.with(next), reply)
                     }
-                    RefreshVerdict::Replayed { family: revoked } => Step::Commit { next: revoked, reply: RefreshOutcome::Replayed },
-                    RefreshVerdict::Grace { successor } => Step::Reply(RefreshOutcome::Grace(grant(&cx, id, family, successor))),
-                    RefreshVerdict::Expired => Step::Reply(RefreshOutcome::Expired),
-                    RefreshVerdict::Revoked => Step::Reply(RefreshOutcome::Revoked),
-                    RefreshVerdict::Invalid => Step::Reply(RefreshOutcome::Invalid),
-                    RefreshVerdict::ForeignDevice => Step::Reply(RefreshOutcome::ForeignDevice),
-                }
-            }, RefreshOutcome::Invalid)
-            .await;
-            if let Ok(RefreshOutcome::Rotated(_)) = outcome
-                && msg.device != current.0.login_device
-            {
-                tracing::warn!(family = %id, user = %current.0.user, "refresh from another device (binding: log)");
-            }
-            if let Ok(RefreshOutcome::ForeignDevice) = outcome {
-                tracing::warn!(family = %id, user = %current.0.user, "refresh from another device refused");
-            }
-            if let Ok(RefreshOutcome::Replayed) = outcome {
-                tracing::warn!(family = %id, user = %current.0.user, presented = %msg.token.generation, "refresh token replayed: family revoked");
-            }
-            (current, outcome)
-        })
+                    RefreshVerdict::Replayed { family: revoked } => {
+                        Step::commit(stored.with(revoked), RefreshOutcome::Replayed)
+                    }
+                    RefreshVerdict::Grace { successor } => {
+                        Step::reply(RefreshOutcome::Grace(grant(cx, id, family, successor)))
+                    }
+                    RefreshVerdict::Expired => Step::reply(RefreshOutcome::Expired),
+                    RefreshVerdict::Revoked => Step::reply(RefreshOutcome::Revoked),
+                    RefreshVerdict::Invalid => Step::reply(RefreshOutcome::Invalid),
+                    RefreshVerdict::ForeignDevice => Step::reply(RefreshOutcome::ForeignDevice),
+                };
+                Ok(step.events(events))
+            },
+            || Ok(RefreshOutcome::Invalid),
+        )
     }
 }
 
-impl Handler<Revoke> for SessionFamily {
+/// Message: end the family on behalf of `owner` (a family of another user is `NotFound`).
+#[derive(Message)]
+#[rtype(result = "Result<LogoutOutcome, ActorError>")]
+pub(crate) struct End {
+    pub owner: UserId,
+    pub reason: RevokeReason,
+}
+
+impl Handler<End> for SessionFamily {
     type Result = AtomicResponse<Self, Result<LogoutOutcome, ActorError>>;
 
-    fn handle(&mut self, msg: Revoke, _: &mut Context<Self>) -> Self::Result {
-        let (cx, id) = (Arc::clone(&self.cx), self.id);
-        let current = (self.family.clone(), self.version);
-        self.atomically(async move {
-            let now = cx.clock.now();
-            decide_and_commit(
-                &cx,
-                id,
-                current,
-                |family| {
-                    if family.user != msg.owner {
-                        return Step::Reply(LogoutOutcome::NotFound);
+    fn handle(&mut self, msg: End, _: &mut Context<Self>) -> Self::Result {
+        self.decide(
+            move |stored, now, _| {
+                Ok(match stored.family.end_for(msg.owner, now, msg.reason) {
+                    EndVerdict::Revoked { family } => {
+                        let event = crate::domain::Event::SessionRevoked {
+                            user: msg.owner,
+                            session: stored.id,
+                            reason: msg.reason,
+                        };
+                        Step::commit(stored.with(family), LogoutOutcome::LoggedOut).events(vec![event])
                     }
-                    match family.revoke(now, msg.reason) {
-                        RevokeVerdict::Revoked { family: next } => {
-                            Step::Commit { next, reply: LogoutOutcome::LoggedOut }
-                        }
-                        RevokeVerdict::AlreadyRevoked => Step::Reply(LogoutOutcome::AlreadyLoggedOut),
-                    }
-                },
-                LogoutOutcome::NotFound,
-            )
-            .await
-        })
+                    EndVerdict::AlreadyRevoked => Step::reply(LogoutOutcome::AlreadyLoggedOut),
+                    EndVerdict::NotOwner => Step::reply(LogoutOutcome::NotFound),
+                })
+            },
+            || Ok(LogoutOutcome::NotFound),
+        )
     }
+}
+
+/// Ends `family` for `user`, through its actor.
+async fn end(domain: &Domain, user: UserId, family: FamilyId) -> Result<LogoutOutcome, ActorError> {
+    match domain.registry().family(family).await? {
+        Some(actor) => actor.send(End { owner: user, reason: RevokeReason::Logout }).await?,
+        None => Ok(LogoutOutcome::NotFound),
+    }
+}
+
+/// Operation: end one session of `user`.
+#[derive(Serialize, Deserialize)]
+pub struct Logout {
+    pub user: UserId,
+    pub family: FamilyId,
+}
+
+impl Operation for Logout {
+    type Reply = LogoutOutcome;
+
+    async fn run(self, domain: &Domain) -> Result<LogoutOutcome, ActorError> {
+        end(domain, self.user, self.family).await
+    }
+}
+
+/// Operation: end every session of `user`; answers how many this call ended.
+#[derive(Serialize, Deserialize)]
+pub struct LogoutAll {
+    pub user: UserId,
+}
+
+impl Operation for LogoutAll {
+    type Reply = usize;
+
+    async fn run(self, domain: &Domain) -> Result<usize, ActorError> {
+        end_all_but(domain, self.user, None).await
+    }
+}
+
+/// Operation: end every session of `user` but `keep`; answers how many this call ended.
+#[derive(Serialize, Deserialize)]
+pub struct LogoutOthers {
+    pub user: UserId,
+    pub keep: FamilyId,
+}
+
+impl Operation for LogoutOthers {
+    type Reply = usize;
+
+    async fn run(self, domain: &Domain) -> Result<usize, ActorError> {
+        end_all_but(domain, self.user, Some(self.keep)).await
+    }
+}
+
+async fn end_all_but(domain: &Domain, user: UserId, keep: Option<FamilyId>) -> Result<usize, ActorError> {
+    domain.registry().ensure_leading().await?;
+    let families: Vec<FamilyId> = domain
+        .context()
+        .replicator
+        .scan(&keys::user_families(user))?
+        .into_iter()
+        .filter_map(|(key, _, _)| keys::family_of_user_family_key(&key))
+        .filter(|family| Some(*family) != keep)
+        .collect();
+    let mut ended = 0;
+    for outcome in futures::future::join_all(families.into_iter().map(|family| end(domain, user, family))).await {
+        if outcome? == LogoutOutcome::LoggedOut {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }

@@ -1,36 +1,48 @@
 //! The `Identity` actor: one per active login identity, on the leader.
 //!
 //! It serializes everything that happens to one account:
-//! - `RequestPermit`: may a password be checked now? If so, a permit is committed to the
+//! - [`RequestPermit`]: may a password be checked now? If so, a permit is committed to the
 //!   account's replicated guard and the hash to check against is handed out.
-//! - `FailLogin` / `CompleteLogin`: the node that checked the password reports the result.
-//!   A failure is recorded (delays, lock); a success resets the guard, applies the session
-//!   cap and opens a session — guard, identity, new family, evicted families, all in one
+//! - [`ReportGuess`] / [`OpenSession`]: the node that checked the password reports the result.
+//!   A failure is recorded (delays, lock); a success resets the guard, applies the session cap
+//!   and opens a session: guard, identity, new family, evicted families, all in one
 //!   compare-and-set write.
-//! - `Unlock`: an administrator clears the guard.
+//! - [`ChangePassword`], and [`ClearGuard`] for an administrator's unlock.
 //!
-//! Every decision is a rule in `domain` (`LoginGuard`, `Identity`, `SessionCap`, `Family`);
-//! this shell reads the clock once per message, commits, and adopts the new state after the
-//! commit. A conflict reloads both keys and decides once more.
+//! Every decision is a rule in `domain` (`LoginGuard`, `login`); this shell reads its inputs,
+//! and commits and adopts what the rule decided through [`Shell::decide`].
+//!
+//! Operations: [`BeginLogin`], [`CompleteLogin`], [`FailLogin`], [`AbandonLogin`],
+//! [`ChangePassword`], [`Unlock`].
 
 use std::sync::Arc;
 
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 
+use crate::client_actor::{CheckLogin, record_network_failure};
+use crate::commit::{Held, Shell, Step};
 use crate::context::ActorContext;
+use crate::domain::login::{self, Change};
 use crate::domain::{
-    Amr, Attempt, CapVerdict, DeviceHash, Family, FamilyId, Generation, Identity, IpPrefix, LoginGuard, LoginVerdict,
-    Millis, Opening, PermitVerdict, ReportVerdict, RevokeReason, RevokeVerdict, UserId,
+    Amr, Attempt, ChangeDecision, DeviceHash, Email, Family, FamilyId, Generation, Identity, IpPrefix, Live,
+    LoginDecision, LoginGuard, LoginPolicy, Millis, NewSession, Opening, PermitVerdict, ReportVerdict, UserId,
+    Verified,
 };
 use crate::family_actor::grant;
-use crate::ports::{Write, WriteOutcome, random};
-use crate::protocol::{ActorError, LoginOutcome, LoginStart, LoginSubject, PasswordChange, PasswordOutcome};
-use crate::queries::live_families;
+use crate::operation::Operation;
+use crate::ports::{Write, random};
+use crate::protocol::{
+    ActorError, Admission, ClientContext, LoginOutcome, LoginStart, LoginSubject, PasswordOutcome, UnlockOutcome,
+};
+use crate::queries::{self, LiveFamily, live_families};
 use crate::record::{Record, keys};
+use crate::service::Domain;
 
 /// The actor's view of its two replicated keys.
 #[derive(Clone)]
-pub(crate) struct State {
+pub(crate) struct Account {
+    user: UserId,
     identity: Identity,
     version: u64,
     guard: LoginGuard,
@@ -38,18 +50,36 @@ pub(crate) struct State {
     guard_version: Option<u64>,
 }
 
-pub struct IdentityActor {
-    user: UserId,
-    state: State,
-    cx: Arc<ActorContext>,
+impl Account {
+    fn with_guard(&self, guard: LoginGuard) -> Account {
+        Account { guard, ..self.clone() }
+    }
 }
 
-impl Actor for IdentityActor {
-    type Context = Context<Self>;
+impl Held for Account {
+    fn reload(&self, cx: &ActorContext) -> Result<Option<Account>, ActorError> {
+        load(cx, self.user)
+    }
+
+    /// Every decision is made on the identity and the guard as loaded: both are compared, the
+    /// guard is always written, the identity when it changed.
+    fn replace(&self, next: &Account) -> Write {
+        let (user, guard) = (keys::user(self.user), keys::guard(self.user));
+        let write = Write::default()
+            .expect(user.clone(), Some(self.version))
+            .expect(guard.clone(), self.guard_version)
+            .put(guard, Record::LoginGuard(next.guard.clone()));
+        if next.identity == self.identity { write } else { write.put(user, Record::Identity(next.identity.clone())) }
+    }
+
+    fn committed(&self, next: Account, version: u64) -> Account {
+        let identity_version = if next.identity == self.identity { self.version } else { version };
+        Account { version: identity_version, guard_version: Some(version), ..next }
+    }
 }
 
 /// Reads an identity and its guard from the replica.
-pub(crate) fn load(cx: &ActorContext, user: UserId) -> Result<Option<State>, ActorError> {
+pub(crate) fn load(cx: &ActorContext, user: UserId) -> Result<Option<Account>, ActorError> {
     let (version, identity) = match cx.replicator.read(&keys::user(user))? {
         Some((version, Record::Identity(identity))) => (version, identity),
         Some((_, other)) => return Err(ActorError::Corrupt(format!("user/{user} holds {other:?}"))),
@@ -60,348 +90,390 @@ pub(crate) fn load(cx: &ActorContext, user: UserId) -> Result<Option<State>, Act
         Some((_, other)) => return Err(ActorError::Corrupt(format!("guard/{user} holds {other:?}"))),
         None => (None, LoginGuard::default()),
     };
-    Ok(Some(State { identity, version, guard, guard_version }))
+    Ok(Some(Account { user, identity, version, guard, guard_version }))
 }
 
-fn reload(cx: &ActorContext, user: UserId) -> Result<State, ActorError> {
-    load(cx, user)?.ok_or_else(|| ActorError::Corrupt(format!("user/{user} vanished")))
+/// An identity is never deleted while its actor lives; if one were, the replica is corrupt.
+fn gone<O>(user: UserId) -> impl FnOnce() -> Result<O, ActorError> {
+    move || Err(ActorError::Corrupt(format!("user/{user} vanished")))
+}
+
+pub struct IdentityActor {
+    account: Account,
+    cx: Arc<ActorContext>,
+}
+
+impl Actor for IdentityActor {
+    type Context = Context<Self>;
 }
 
 impl IdentityActor {
-    pub(crate) fn new(user: UserId, state: State, cx: Arc<ActorContext>) -> IdentityActor {
-        IdentityActor { user, state, cx }
-    }
-
-    /// Runs `work` with the mailbox held, then adopts the state it settled on.
-    fn atomically<O: 'static>(
-        &self,
-        work: impl Future<Output = (State, Result<O, ActorError>)> + 'static,
-    ) -> AtomicResponse<Self, Result<O, ActorError>> {
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(state, outcome), actor, _| {
-            actor.state = state;
-            outcome
-        })))
+    pub(crate) fn new(account: Account, cx: Arc<ActorContext>) -> IdentityActor {
+        IdentityActor { account, cx }
     }
 }
 
-/// The guard write every attempt makes: compare-and-set on the guard's version.
-fn guard_write(user: UserId, state: &State, next: &LoginGuard) -> Write {
-    Write::default()
-        .expect(keys::guard(user), state.guard_version)
-        .put(keys::guard(user), Record::LoginGuard(next.clone()))
-}
+impl Shell for IdentityActor {
+    type State = Account;
 
-/// After a committed write, the state that includes it.
-fn committed(state: &State, guard: LoginGuard, version: u64) -> State {
-    State { guard, guard_version: Some(version), ..state.clone() }
-}
+    fn state(&mut self) -> &mut Account {
+        &mut self.account
+    }
 
-/// Seconds to tell a client to wait: whole seconds, at least one.
-pub(crate) fn retry_secs(duration: std::time::Duration) -> u64 {
-    duration.as_millis().div_ceil(1000).max(1) as u64
-}
-
-/// Turns a permit verdict into the edge's answer (the same for accounts and unknown emails).
-pub(crate) fn wait_for(verdict: &PermitVerdict, now: Millis, cx: &ActorContext) -> Option<LoginStart> {
-    match verdict {
-        PermitVerdict::Granted { .. } => None,
-        PermitVerdict::Throttled { retry_after } => {
-            Some(LoginStart::Wait { retry_after_secs: retry_secs(*retry_after) })
-        }
-        PermitVerdict::Locked { until: Some(until) } => {
-            Some(LoginStart::Wait { retry_after_secs: retry_secs(until.since(now)) })
-        }
-        PermitVerdict::Locked { until: None } => {
-            Some(LoginStart::Wait { retry_after_secs: retry_secs(cx.lockout.lock) })
-        }
+    fn context(&self) -> &Arc<ActorContext> {
+        &self.cx
     }
 }
 
-/// May a password be checked now?
+/// The edge's answer to a refused permit (the same for accounts and unknown addresses).
+pub(crate) fn wait(refused: &PermitVerdict, now: Millis, cx: &ActorContext) -> LoginStart {
+    LoginStart::Wait { retry_after_secs: refused.retry_after_secs(now, &cx.lockout) }
+}
+
+/// Writes the sessions a decision changed, each a compare-and-set on the version it was read
+/// at; a revoked one also leaves its user's index.
+fn rewrite(user: UserId, live: &[LiveFamily], changed: impl IntoIterator<Item = (FamilyId, Family)>) -> Write {
+    changed.into_iter().fold(Write::default(), |write, (id, family)| {
+        let read_at = live.iter().find(|f| f.id == id).map(|f| f.version);
+        let write = write.expect(keys::family(id), read_at).put(keys::family(id), Record::Family(family.clone()));
+        if family.revoked.is_some() { write.delete(keys::user_family(user, id)) } else { write }
+    })
+}
+
+fn views(live: &[LiveFamily]) -> Vec<Live<'_>> {
+    live.iter().map(|f| Live { id: f.id, family: &f.family }).collect()
+}
+
+/// Message: may a password be checked now?
 #[derive(Message)]
 #[rtype(result = "Result<LoginStart, ActorError>")]
-pub struct RequestPermit;
-
-/// The password checked under `permit` was wrong (`Failed`), or never checked (`Abandoned`).
-#[derive(Message)]
-#[rtype(result = "Result<(), ActorError>")]
-pub struct FailLogin {
-    pub permit: u64,
-    pub attempt: Attempt,
-}
-
-/// The password checked under `permit` (against `credential_version`) was right: open a session.
-#[derive(Message)]
-#[rtype(result = "Result<LoginOutcome, ActorError>")]
-pub struct CompleteLogin {
-    pub permit: u64,
-    pub credential_version: u32,
-    pub device: DeviceHash,
-    pub ip: Option<IpPrefix>,
-    pub device_label: String,
-}
-
-/// Clear failures and locks (administrator). Answers whether the account was locked.
-#[derive(Message)]
-#[rtype(result = "Result<bool, ActorError>")]
-pub struct Unlock;
+pub(crate) struct RequestPermit;
 
 impl Handler<RequestPermit> for IdentityActor {
     type Result = AtomicResponse<Self, Result<LoginStart, ActorError>>;
 
     fn handle(&mut self, _: RequestPermit, _: &mut Context<Self>) -> Self::Result {
-        let (cx, user, mut state) = (Arc::clone(&self.cx), self.user, self.state.clone());
-        self.atomically(async move {
-            let now = cx.clock.now();
-            for _attempt in 0..2 {
-                let verdict = state.guard.request_permit(now, &cx.lockout);
-                if let Some(wait) = wait_for(&verdict, now, &cx) {
-                    return (state, Ok(wait));
-                }
-                let PermitVerdict::Granted { guard, permit } = verdict else { unreachable!("handled above") };
-                match cx.replicator.write(guard_write(user, &state, &guard)).await {
-                    Ok(WriteOutcome::Committed { version }) => {
+        let user = self.account.user;
+        self.decide(
+            move |account, now, cx| {
+                Ok(match account.guard.request_permit(now, &cx.lockout) {
+                    PermitVerdict::Granted { guard, permit } => {
                         let start = LoginStart::Permit {
-                            subject: LoginSubject::Account(user),
+                            subject: LoginSubject::Account(account.user),
                             permit,
-                            password_hash: Some(state.identity.password_hash.clone()),
-                            credential_version: state.identity.credential_version,
+                            password_hash: Some(account.identity.password_hash.clone()),
+                            credential_version: account.identity.credential_version,
                         };
-                        return (committed(&state, guard, version), Ok(start));
+                        Step::commit(account.with_guard(guard), start)
                     }
-                    Ok(WriteOutcome::Conflict { .. }) => match reload(&cx, user) {
-                        Ok(reloaded) => state = reloaded,
-                        Err(e) => return (state, Err(e)),
-                    },
-                    Err(e) => return (state, Err(e.into())),
-                }
-            }
-            (state, Err(ActorError::Contention))
-        })
+                    refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
+                        Step::reply(wait(&refused, now, cx))
+                    }
+                })
+            },
+            gone(user),
+        )
     }
 }
 
-impl Handler<FailLogin> for IdentityActor {
+/// Message: the password checked under `permit` was wrong (`Failed`), or never checked
+/// (`Abandoned`).
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub(crate) struct ReportGuess {
+    pub permit: u64,
+    pub attempt: Attempt,
+}
+
+impl Handler<ReportGuess> for IdentityActor {
     type Result = AtomicResponse<Self, Result<(), ActorError>>;
 
-    fn handle(&mut self, msg: FailLogin, _: &mut Context<Self>) -> Self::Result {
-        let (cx, user, mut state) = (Arc::clone(&self.cx), self.user, self.state.clone());
-        self.atomically(async move {
-            let now = cx.clock.now();
-            for _attempt in 0..2 {
-                let guard = match state.guard.report(msg.permit, msg.attempt, now, &cx.lockout) {
-                    ReportVerdict::Recorded { guard } => guard,
-                    ReportVerdict::NoSuchPermit => return (state, Ok(())),
-                };
-                match cx.replicator.write(guard_write(user, &state, &guard)).await {
-                    Ok(WriteOutcome::Committed { version }) => {
-                        if guard.is_locked(now) {
-                            tracing::warn!(%user, failures = guard.failures, "account locked after failed logins");
-                        }
-                        return (committed(&state, guard, version), Ok(()));
+    fn handle(&mut self, msg: ReportGuess, _: &mut Context<Self>) -> Self::Result {
+        let user = self.account.user;
+        self.decide(
+            move |account, now, cx| {
+                Ok(match account.guard.report(msg.permit, msg.attempt, now, &cx.lockout) {
+                    ReportVerdict::Recorded { guard } => {
+                        let events = login::report_events(account.user, msg.attempt, &account.guard, &guard, now);
+                        Step::commit(account.with_guard(guard), ()).events(events)
                     }
-                    Ok(WriteOutcome::Conflict { .. }) => match reload(&cx, user) {
-                        Ok(reloaded) => state = reloaded,
-                        Err(e) => return (state, Err(e)),
-                    },
-                    Err(e) => return (state, Err(e.into())),
-                }
-            }
-            (state, Err(ActorError::Contention))
-        })
+                    ReportVerdict::NoSuchPermit => Step::reply(()),
+                })
+            },
+            gone(user),
+        )
     }
 }
 
-impl Handler<CompleteLogin> for IdentityActor {
+/// Message: the password checked under a permit was right: open a session.
+#[derive(Message)]
+#[rtype(result = "Result<LoginOutcome, ActorError>")]
+pub(crate) struct OpenSession {
+    pub verified: Verified,
+    pub client: ClientContext,
+}
+
+impl Handler<OpenSession> for IdentityActor {
     type Result = AtomicResponse<Self, Result<LoginOutcome, ActorError>>;
 
-    fn handle(&mut self, msg: CompleteLogin, _: &mut Context<Self>) -> Self::Result {
-        let (cx, user, mut state) = (Arc::clone(&self.cx), self.user, self.state.clone());
-        self.atomically(async move {
-            let now = cx.clock.now();
-            for _attempt in 0..2 {
-                // A success against a replaced credential or a disabled account is a failure.
-                let attempt = match state.identity.accept_login(msg.credential_version) {
-                    LoginVerdict::Accepted => Attempt::Succeeded,
-                    LoginVerdict::StaleCredential | LoginVerdict::Disabled => Attempt::Failed,
+    fn handle(&mut self, msg: OpenSession, _: &mut Context<Self>) -> Self::Result {
+        let user = self.account.user;
+        // Drawn once per login, whatever the rule decides.
+        let (id, salt) = (FamilyId(random(&*self.cx.entropy)), random(&*self.cx.entropy));
+        self.decide(
+            move |account, now, cx| {
+                let (live, stale) = live_families(&*cx.replicator, account.user, now)?;
+                let opening = Opening {
+                    user: account.user,
+                    salt,
+                    device: msg.client.device,
+                    ip_prefix: msg.client.ip,
+                    amr: Amr::PASSWORD,
+                    auth_time: now,
+                    device_label: msg.client.label.clone(),
                 };
-                let guard = match state.guard.report(msg.permit, attempt, now, &cx.lockout) {
-                    ReportVerdict::Recorded { guard } => guard,
-                    ReportVerdict::NoSuchPermit => return (state, Ok(LoginOutcome::Rejected)),
-                };
-                let mut write = guard_write(user, &state, &guard);
-                let outcome = match attempt {
-                    Attempt::Failed | Attempt::Abandoned => None,
-                    Attempt::Succeeded => {
-                        let (live, stale) = match live_families(&*cx.replicator, user, now) {
-                            Ok(found) => found,
-                            Err(e) => return (state, Err(e)),
-                        };
-                        for key in stale {
-                            write = write.delete(key);
-                        }
-                        let ids: Vec<(FamilyId, Millis)> = live.iter().map(|f| (f.id, f.family.created_at)).collect();
-                        match cx.cap.admit(&ids) {
-                            CapVerdict::Deny => Some(LoginOutcome::CapReached),
-                            verdict @ (CapVerdict::Open | CapVerdict::OpenEvicting(_)) => {
-                                if let CapVerdict::OpenEvicting(evicted) = verdict {
-                                    for old in live.iter().filter(|f| evicted.contains(&f.id)) {
-                                        if let RevokeVerdict::Revoked { family: revoked } =
-                                            old.family.revoke(now, RevokeReason::Cap)
-                                        {
-                                            write = write
-                                                .expect(keys::family(old.id), Some(old.version))
-                                                .put(keys::family(old.id), Record::Family(revoked))
-                                                .delete(keys::user_family(user, old.id));
-                                        }
-                                    }
-                                }
-                                let id = FamilyId(random(&*cx.entropy));
-                                let opening = Opening {
-                                    user,
-                                    salt: random(&*cx.entropy),
-                                    device: msg.device,
-                                    ip_prefix: msg.ip,
-                                    amr: Amr::PASSWORD,
-                                    auth_time: now,
-                                    device_label: msg.device_label.clone(),
-                                };
-                                let family = Family::open(opening, now, &cx.sessions);
-                                write = write
-                                    .expect(keys::user(user), Some(state.version))
-                                    .expect(keys::family(id), None)
-                                    .put(keys::family(id), Record::Family(family.clone()))
-                                    .put(keys::user_family(user, id), Record::UserFamily(now));
-                                Some(LoginOutcome::Opened(grant(&cx, id, &family, Generation::FIRST)))
-                            }
-                        }
+                let policy = LoginPolicy { lockout: &cx.lockout, cap: &cx.cap, sessions: &cx.sessions };
+                let new = NewSession { id, opening };
+                let decision =
+                    login::complete(&account.identity, &account.guard, msg.verified, &views(&live), new, now, policy);
+                let unindexed = stale.into_iter().fold(Write::default(), Write::delete);
+                Ok(match decision {
+                    LoginDecision::NoSuchPermit => Step::reply(LoginOutcome::Rejected),
+                    LoginDecision::Refused { guard, events } => {
+                        Step::commit(account.with_guard(guard), LoginOutcome::Rejected).events(events)
                     }
-                };
-                match cx.replicator.write(write).await {
-                    Ok(WriteOutcome::Committed { version }) => {
-                        let next = committed(&state, guard, version);
-                        return (next, Ok(outcome.unwrap_or(LoginOutcome::Rejected)));
+                    LoginDecision::CapReached { guard } => {
+                        Step::commit(account.with_guard(guard), LoginOutcome::CapReached).also(unindexed)
                     }
-                    Ok(WriteOutcome::Conflict { .. }) => match reload(&cx, user) {
-                        Ok(reloaded) => state = reloaded,
-                        Err(e) => return (state, Err(e)),
-                    },
-                    Err(e) => return (state, Err(e.into())),
-                }
-            }
-            (state, Err(ActorError::Contention))
-        })
+                    LoginDecision::Opened { guard, id, family, evicted, events } => {
+                        let opened = Write::default()
+                            .expect(keys::family(id), None)
+                            .put(keys::family(id), Record::Family(family.clone()))
+                            .put(keys::user_family(account.user, id), Record::UserFamily(now));
+                        let grant = grant(cx, id, &family, Generation::FIRST);
+                        Step::commit(account.with_guard(guard), LoginOutcome::Opened(grant))
+                            .also(unindexed.merge(rewrite(account.user, &live, evicted)).merge(opened))
+                            .events(events)
+                    }
+                })
+            },
+            gone(user),
+        )
     }
 }
 
-impl Handler<Unlock> for IdentityActor {
+/// Message: clear failures and locks (administrator). Answers whether the account was locked.
+#[derive(Message)]
+#[rtype(result = "Result<bool, ActorError>")]
+pub(crate) struct ClearGuard;
+
+impl Handler<ClearGuard> for IdentityActor {
     type Result = AtomicResponse<Self, Result<bool, ActorError>>;
 
-    fn handle(&mut self, _: Unlock, _: &mut Context<Self>) -> Self::Result {
-        let (cx, user, mut state) = (Arc::clone(&self.cx), self.user, self.state.clone());
-        self.atomically(async move {
-            let now = cx.clock.now();
-            for _attempt in 0..2 {
-                let was_locked = state.guard.is_locked(now);
-                let guard = state.guard.unlocked();
-                match cx.replicator.write(guard_write(user, &state, &guard)).await {
-                    Ok(WriteOutcome::Committed { version }) => {
-                        tracing::info!(%user, was_locked, "account unlocked by an administrator");
-                        return (committed(&state, guard, version), Ok(was_locked));
-                    }
-                    Ok(WriteOutcome::Conflict { .. }) => match reload(&cx, user) {
-                        Ok(reloaded) => state = reloaded,
-                        Err(e) => return (state, Err(e)),
-                    },
-                    Err(e) => return (state, Err(e.into())),
-                }
-            }
-            (state, Err(ActorError::Contention))
-        })
+    fn handle(&mut self, _: ClearGuard, _: &mut Context<Self>) -> Self::Result {
+        let user = self.account.user;
+        self.decide(
+            move |account, now, _| {
+                let (guard, was_locked, events) = login::unlock(account.user, &account.guard, now);
+                Ok(Step::commit(account.with_guard(guard), was_locked).events(events))
+            },
+            gone(user),
+        )
     }
 }
 
-/// Change the password (the current one was verified under `change.permit`).
-#[derive(Message)]
+/// Operation (and message): change the password; the current one was verified under a permit.
+#[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "Result<PasswordOutcome, ActorError>")]
-pub struct ChangePassword(pub PasswordChange);
+pub struct ChangePassword {
+    pub user: UserId,
+    pub verified: Verified,
+    pub new_hash: String,
+    /// The caller's session: it continues, with a new generation.
+    pub current: FamilyId,
+    pub device: DeviceHash,
+    pub revoke_others: bool,
+}
+
+impl Operation for ChangePassword {
+    type Reply = PasswordOutcome;
+
+    async fn run(self, domain: &Domain) -> Result<PasswordOutcome, ActorError> {
+        match domain.registry().identity(self.user).await? {
+            Some(actor) => actor.send(self).await?,
+            None => Ok(PasswordOutcome::SessionEnded),
+        }
+    }
+}
 
 impl Handler<ChangePassword> for IdentityActor {
     type Result = AtomicResponse<Self, Result<PasswordOutcome, ActorError>>;
 
-    /// One write: the guard records the success, the identity takes the new hash and a new
-    /// credential version, the caller's session moves to a new generation, and (unless told
-    /// otherwise) every other session of the account is revoked.
-    fn handle(&mut self, ChangePassword(change): ChangePassword, _: &mut Context<Self>) -> Self::Result {
-        let (cx, user, mut state) = (Arc::clone(&self.cx), self.user, self.state.clone());
-        self.atomically(async move {
-            let now = cx.clock.now();
-            for _attempt in 0..2 {
-                let attempt = match state.identity.accept_login(change.credential_version) {
-                    LoginVerdict::Accepted => Attempt::Succeeded,
-                    LoginVerdict::StaleCredential | LoginVerdict::Disabled => Attempt::Failed,
+    /// One write: see [`login::change_password`].
+    fn handle(&mut self, msg: ChangePassword, _: &mut Context<Self>) -> Self::Result {
+        let user = self.account.user;
+        self.decide(
+            move |account, now, cx| {
+                let (live, _) = live_families(&*cx.replicator, account.user, now)?;
+                let change = Change {
+                    verified: msg.verified,
+                    new_hash: &msg.new_hash,
+                    current: msg.current,
+                    device: msg.device,
+                    revoke_others: msg.revoke_others,
                 };
-                let guard = match state.guard.report(change.permit, attempt, now, &cx.lockout) {
-                    ReportVerdict::Recorded { guard } => guard,
-                    ReportVerdict::NoSuchPermit => return (state, Ok(PasswordOutcome::Rejected)),
-                };
-                let mut write = guard_write(user, &state, &guard);
-                let mut outcome = PasswordOutcome::Rejected;
-                let mut identity = state.identity.clone();
-                if attempt == Attempt::Succeeded {
-                    let (live, _) = match live_families(&*cx.replicator, user, now) {
-                        Ok(found) => found,
-                        Err(e) => return (state, Err(e)),
-                    };
-                    let current = live.iter().find(|f| f.id == change.current);
-                    let reissued = current.and_then(|f| f.family.reissued(now, change.device, &cx.sessions));
-                    outcome = match (current, reissued) {
-                        (Some(current), Some(next)) => {
-                            identity = identity.with_password(change.new_hash.clone());
-                            write = write
-                                .expect(keys::user(user), Some(state.version))
-                                .put(keys::user(user), Record::Identity(identity.clone()))
-                                .expect(keys::family(current.id), Some(current.version))
-                                .put(keys::family(current.id), Record::Family(next.clone()));
-                            if change.revoke_others {
-                                for other in live.iter().filter(|f| f.id != change.current) {
-                                    if let RevokeVerdict::Revoked { family } =
-                                        other.family.revoke(now, RevokeReason::PasswordChange)
-                                    {
-                                        write = write
-                                            .expect(keys::family(other.id), Some(other.version))
-                                            .put(keys::family(other.id), Record::Family(family))
-                                            .delete(keys::user_family(user, other.id));
-                                    }
-                                }
-                            }
-                            PasswordOutcome::Changed(grant(&cx, current.id, &next, next.generation))
-                        }
-                        _ => PasswordOutcome::SessionEnded,
-                    };
-                }
-                match cx.replicator.write(write).await {
-                    Ok(WriteOutcome::Committed { version }) => {
-                        let changed = matches!(outcome, PasswordOutcome::Changed(_));
-                        if changed {
-                            tracing::info!(%user, revoke_others = change.revoke_others, "password changed");
-                        }
-                        let next = State {
-                            identity: if changed { identity } else { state.identity.clone() },
-                            version: if changed { version } else { state.version },
-                            guard,
-                            guard_version: Some(version),
-                        };
-                        return (next, Ok(outcome));
+                let decision = login::change_password(
+                    &account.identity,
+                    &account.guard,
+                    &change,
+                    &views(&live),
+                    now,
+                    &cx.lockout,
+                    &cx.sessions,
+                );
+                Ok(match decision {
+                    ChangeDecision::NoSuchPermit => Step::reply(PasswordOutcome::Rejected),
+                    ChangeDecision::Refused { guard, events } => {
+                        Step::commit(account.with_guard(guard), PasswordOutcome::Rejected).events(events)
                     }
-                    Ok(WriteOutcome::Conflict { .. }) => match reload(&cx, user) {
-                        Ok(reloaded) => state = reloaded,
-                        Err(e) => return (state, Err(e)),
-                    },
-                    Err(e) => return (state, Err(e.into())),
-                }
+                    ChangeDecision::SessionEnded { guard } => {
+                        Step::commit(account.with_guard(guard), PasswordOutcome::SessionEnded)
+                    }
+                    ChangeDecision::Changed { guard, identity, current, revoked, events } => {
+                        let reply = PasswordOutcome::Changed(grant(cx, current.0, &current.1, current.1.generation));
+                        let sessions = rewrite(account.user, &live, std::iter::once(current).chain(revoked));
+                        Step::commit(Account { guard, identity, ..account.clone() }, reply)
+                            .also(sessions)
+                            .events(events)
+                    }
+                })
+            },
+            gone(user),
+        )
+    }
+}
+
+/// Operation: ask for a permit to check a password for `email`. Unknown addresses get the same
+/// treatment as accounts (see `address_actor`).
+#[derive(Serialize, Deserialize)]
+pub struct BeginLogin {
+    pub email: Email,
+    pub ip: Option<IpPrefix>,
+}
+
+impl Operation for BeginLogin {
+    type Reply = LoginStart;
+
+    async fn run(self, domain: &Domain) -> Result<LoginStart, ActorError> {
+        let registry = domain.registry();
+        registry.ensure_leading().await?;
+        if let Some(prefix) = domain.limited(self.ip)
+            && let Admission::Throttled { retry_after_secs } = registry.client(prefix).await?.send(CheckLogin).await?
+        {
+            return Ok(LoginStart::Wait { retry_after_secs });
+        }
+        if let Some(user) = queries::account_of(&*domain.context().replicator, &self.email)?
+            && let Some(actor) = registry.identity(user).await?
+        {
+            return actor.send(RequestPermit).await?;
+        }
+        registry.address(&self.email).await?.send(RequestPermit).await?
+    }
+}
+
+/// Operation: the password checked under a permit was right: open a session (or refuse, see
+/// [`LoginOutcome`]). A refusal counts against the client network like a failure.
+#[derive(Serialize, Deserialize)]
+pub struct CompleteLogin {
+    pub subject: LoginSubject,
+    pub verified: Verified,
+    pub client: ClientContext,
+}
+
+impl Operation for CompleteLogin {
+    type Reply = LoginOutcome;
+
+    async fn run(self, domain: &Domain) -> Result<LoginOutcome, ActorError> {
+        let ip = self.client.ip;
+        let outcome = match self.subject {
+            LoginSubject::Account(user) => match domain.registry().identity(user).await? {
+                Some(actor) => actor.send(OpenSession { verified: self.verified, client: self.client }).await??,
+                None => LoginOutcome::Rejected,
+            },
+            // No password matches an address without an account.
+            LoginSubject::Unknown(email) => {
+                report(domain, LoginSubject::Unknown(email), self.verified.permit, Attempt::Failed).await?;
+                LoginOutcome::Rejected
             }
-            (state, Err(ActorError::Contention))
+        };
+        if outcome == LoginOutcome::Rejected {
+            record_network_failure(domain, ip).await?;
+        }
+        Ok(outcome)
+    }
+}
+
+/// Operation: the password checked under `permit` was wrong.
+#[derive(Serialize, Deserialize)]
+pub struct FailLogin {
+    pub subject: LoginSubject,
+    pub permit: u64,
+    pub ip: Option<IpPrefix>,
+}
+
+impl Operation for FailLogin {
+    type Reply = ();
+    const REPORTS_A_CHECK: bool = true;
+
+    async fn run(self, domain: &Domain) -> Result<(), ActorError> {
+        report(domain, self.subject, self.permit, Attempt::Failed).await?;
+        record_network_failure(domain, self.ip).await
+    }
+}
+
+/// Operation: the password was never checked under `permit` (this node could not hash it):
+/// the permit is returned and nothing is counted.
+#[derive(Serialize, Deserialize)]
+pub struct AbandonLogin {
+    pub subject: LoginSubject,
+    pub permit: u64,
+}
+
+impl Operation for AbandonLogin {
+    type Reply = ();
+    const REPORTS_A_CHECK: bool = true;
+
+    async fn run(self, domain: &Domain) -> Result<(), ActorError> {
+        report(domain, self.subject, self.permit, Attempt::Abandoned).await
+    }
+}
+
+/// Reports a check made (or not) under `permit` to whoever granted it.
+async fn report(domain: &Domain, subject: LoginSubject, permit: u64, attempt: Attempt) -> Result<(), ActorError> {
+    let guess = ReportGuess { permit, attempt };
+    match subject {
+        LoginSubject::Account(user) => match domain.registry().identity(user).await? {
+            Some(actor) => actor.send(guess).await?,
+            None => Ok(()),
+        },
+        LoginSubject::Unknown(email) => domain.registry().address(&email).await?.send(guess).await?,
+    }
+}
+
+/// Operation: clear an account's failures and locks (administrator).
+#[derive(Serialize, Deserialize)]
+pub struct Unlock {
+    pub user: UserId,
+}
+
+impl Operation for Unlock {
+    type Reply = UnlockOutcome;
+
+    async fn run(self, domain: &Domain) -> Result<UnlockOutcome, ActorError> {
+        Ok(match domain.registry().identity(self.user).await? {
+            Some(actor) if actor.send(ClearGuard).await?? => UnlockOutcome::Unlocked,
+            Some(_) => UnlockOutcome::WasNotLocked,
+            None => UnlockOutcome::NoSuchUser,
         })
     }
 }

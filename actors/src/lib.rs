@@ -3,20 +3,27 @@
 //! - [`domain`]: pure rules over plain data (`(state, input, now, policy) → verdict`).
 //! - [`record`]: what is kept in the replicated store, and under which keys.
 //! - [`ports`]: `Clock`, `Entropy`, `Replicator` — how actors reach the world.
-//! - `SessionFamily` and `Identity` actors: thin shells that read the clock, ask a rule,
-//!   commit its verdict as a compare-and-set and adopt the new state only after the commit.
+//! - [`operation`]: one typed path per operation (each names its reply), and [`service`]:
+//!   the [`Domain`] that runs them on the leader; [`protocol`]: their answers.
+//! - `SessionFamily`, `Identity`, `Address` and `ClientAddr` actors: thin shells that read the
+//!   clock, ask a rule, and commit its decision through [`commit`] (decide, compare-and-set,
+//!   reload once), adopting the new state only after the commit.
+//! - [`queries`]: reads of the replica that the actors and the edge share (session liveness).
+//! - [`keys`]: provisioning the cluster's signing key and issuer.
 //! - [`registry`]: activation, passivation and leadership changes; [`sweeper`]: deletes
 //!   session families that ended long ago.
-//! - [`service`]: the entry points the edge calls on the leader, and [`protocol`]: the
-//!   requests and answers (also forwarded from followers).
 //!
 //! Nothing here knows openraft or HTTP.
 
+pub mod address_actor;
 pub mod client_actor;
+mod commit;
 pub mod context;
 pub mod domain;
 pub mod family_actor;
 pub mod identity_actor;
+pub mod keys;
+pub mod operation;
 pub mod ports;
 pub mod protocol;
 pub mod queries;
@@ -25,9 +32,9 @@ pub mod registry;
 pub mod service;
 pub mod sweeper;
 pub mod unknown;
-pub mod unknown_actor;
 
 pub use context::{ActorContext, ThrottlePolicy};
+pub use operation::{Forwarded, Operation, Visitor};
 pub use record::Record;
 pub use registry::Registry;
-pub use service::Sessions;
+pub use service::Domain;

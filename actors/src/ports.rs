@@ -46,6 +46,14 @@ impl Write {
         self.deletes.push(key.into());
         self
     }
+
+    /// Both writes in one transaction.
+    pub fn merge(mut self, other: Write) -> Write {
+        self.expect.extend(other.expect);
+        self.puts.extend(other.puts);
+        self.deletes.extend(other.deletes);
+        self
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +95,10 @@ pub trait Replicator: Send + Sync + 'static {
 
     /// Proposes a compare-and-set write and waits for its outcome.
     fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>>;
+
+    /// Waits until the local replica has applied everything committed anywhere in the
+    /// cluster before the call (on a follower: the leader's read index, then a local wait).
+    fn catch_up(&self) -> BoxFuture<'static, Result<(), ReplicaError>>;
 
     /// Confirms this node leads and its replica has applied everything committed before the
     /// call (a read-index round trip). Returns the term it leads in.

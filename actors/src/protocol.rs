@@ -1,10 +1,19 @@
-//! What the edge asks of the domain and what it gets back. These types also cross the peer
-//! network when a follower forwards a request to the leader, so they are serializable and
-//! only ever grow at the end.
+//! The answers operations give, and the failures they report. These cross the peer network
+//! when a follower forwards an operation to the leader, so they are serializable and only
+//! ever grow at the end.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Amr, DeviceHash, Email, FamilyId, Generation, IpPrefix, Millis, RefreshToken, UserId};
+
+/// Who is asking, as far as the domain cares: the device fingerprint, the client network and a
+/// short description of the device for session lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientContext {
+    pub device: DeviceHash,
+    pub ip: Option<IpPrefix>,
+    pub label: String,
+}
 
 /// What the edge needs to answer with tokens for a session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +109,8 @@ pub enum UnlockOutcome {
     NoSuchUser,
 }
 
+/// Why an operation produced no answer. Variants carry the cause for the log; the edge maps
+/// each to a fixed sentence for clients.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ActorError {
     #[error("this node is not the leader")]
@@ -127,119 +138,5 @@ impl From<crate::ports::ReplicaError> for ActorError {
 impl From<actix::MailboxError> for ActorError {
     fn from(e: actix::MailboxError) -> ActorError {
         ActorError::Unavailable(format!("actor mailbox: {e}"))
-    }
-}
-
-/// A request forwarded from a follower to the leader.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Command {
-    AdmitRegistration {
-        ip: Option<IpPrefix>,
-    },
-    Register {
-        user: UserId,
-        email: Email,
-        password_hash: String,
-    },
-    BeginLogin {
-        email: Email,
-        ip: Option<IpPrefix>,
-    },
-    CompleteLogin {
-        subject: LoginSubject,
-        permit: u64,
-        credential_version: u32,
-        device: DeviceHash,
-        ip: Option<IpPrefix>,
-        device_label: String,
-    },
-    FailLogin {
-        subject: LoginSubject,
-        permit: u64,
-        ip: Option<IpPrefix>,
-    },
-    AbandonLogin {
-        subject: LoginSubject,
-        permit: u64,
-    },
-    Refresh {
-        token: RefreshToken,
-        device: DeviceHash,
-    },
-    Logout {
-        user: UserId,
-        family: FamilyId,
-    },
-    LogoutAll {
-        user: UserId,
-    },
-    Unlock {
-        user: UserId,
-    },
-    LogoutOthers {
-        user: UserId,
-        keep: FamilyId,
-    },
-    ChangePassword(PasswordChange),
-}
-
-impl Command {
-    /// Whether this command only reports the outcome of a password check already made under a
-    /// permit. Such a report is worth delivering even late: recorded at once, a failure delays
-    /// the next guess now, and an abandoned attempt gives its permit back instead of counting
-    /// as a failure when the permit expires.
-    pub fn reports_a_check(&self) -> bool {
-        matches!(self, Command::FailLogin { .. } | Command::AbandonLogin { .. })
-    }
-}
-
-/// A password change, after the current password was verified under `permit`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PasswordChange {
-    pub user: UserId,
-    pub permit: u64,
-    pub credential_version: u32,
-    pub new_hash: String,
-    /// The caller's session: it continues, with a new generation.
-    pub current: FamilyId,
-    pub device: DeviceHash,
-    pub revoke_others: bool,
-}
-
-/// The leader's answer to a forwarded [`Command`], variant for variant.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Reply {
-    AdmitRegistration(Result<Admission, ActorError>),
-    Register(Result<RegisterOutcome, ActorError>),
-    BeginLogin(Result<LoginStart, ActorError>),
-    CompleteLogin(Result<LoginOutcome, ActorError>),
-    FailLogin(Result<(), ActorError>),
-    AbandonLogin(Result<(), ActorError>),
-    Refresh(Result<RefreshOutcome, ActorError>),
-    Logout(Result<LogoutOutcome, ActorError>),
-    LogoutAll(Result<usize, ActorError>),
-    Unlock(Result<UnlockOutcome, ActorError>),
-    LogoutOthers(Result<usize, ActorError>),
-    ChangePassword(Result<PasswordOutcome, ActorError>),
-}
-
-impl Reply {
-    /// The same kind of reply, answering `NotLeader` instead of the outcome.
-    pub fn withheld(self) -> Reply {
-        let e = ActorError::NotLeader;
-        match self {
-            Reply::AdmitRegistration(_) => Reply::AdmitRegistration(Err(e)),
-            Reply::Register(_) => Reply::Register(Err(e)),
-            Reply::BeginLogin(_) => Reply::BeginLogin(Err(e)),
-            Reply::CompleteLogin(_) => Reply::CompleteLogin(Err(e)),
-            Reply::FailLogin(_) => Reply::FailLogin(Err(e)),
-            Reply::AbandonLogin(_) => Reply::AbandonLogin(Err(e)),
-            Reply::Refresh(_) => Reply::Refresh(Err(e)),
-            Reply::Logout(_) => Reply::Logout(Err(e)),
-            Reply::LogoutAll(_) => Reply::LogoutAll(Err(e)),
-            Reply::Unlock(_) => Reply::Unlock(Err(e)),
-            Reply::LogoutOthers(_) => Reply::LogoutOthers(Err(e)),
-            Reply::ChangePassword(_) => Reply::ChangePassword(Err(e)),
-        }
     }
 }

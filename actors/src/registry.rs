@@ -8,7 +8,11 @@
 //! never older than the leader's own replica at the start of its term, and every write is a
 //! compare-and-set anyway, so a stale actor can only fail to write, never overwrite.
 //!
-//! Actors run on a fixed set of arbiters (threads), chosen by id.
+//! An actor starts on the arbiter (thread) of the request that activates it: an HTTP worker of
+//! this node's edge, or a peer-listener worker for an operation a follower forwarded. A
+//! client's keep-alive connection stays on one worker, so its session's messages are usually
+//! delivered without crossing threads. A caller outside any arbiter places the actor on one
+//! of the registry's own arbiters, chosen by id.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -18,15 +22,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use parking_lot::Mutex;
 
+use crate::address_actor::Address;
 use crate::client_actor::ClientAddr;
 use crate::context::ActorContext;
 use crate::domain::{Email, FamilyId, IpPrefix, UserId};
-use crate::family_actor::SessionFamily;
+use crate::family_actor::{self, SessionFamily};
 use crate::identity_actor::{self, IdentityActor};
 use crate::protocol::ActorError;
-use crate::record::{Record, keys};
 use crate::unknown::UnknownLogins;
-use crate::unknown_actor::UnknownLogin;
 
 /// Unknown email addresses tracked at once (each costs a few dozen bytes).
 const UNKNOWN_CAPACITY: usize = 100_000;
@@ -42,7 +45,7 @@ pub struct Registry {
     families: Mutex<HashMap<FamilyId, Slot<SessionFamily>>>,
     identities: Mutex<HashMap<UserId, Slot<IdentityActor>>>,
     clients: Mutex<HashMap<IpPrefix, Slot<ClientAddr>>>,
-    unknowns: Mutex<HashMap<Email, Slot<UnknownLogin>>>,
+    addresses: Mutex<HashMap<Email, Slot<Address>>>,
     unknown: Arc<UnknownLogins>,
     /// The term in which leadership was last confirmed.
     confirmed: Mutex<Option<u64>>,
@@ -58,14 +61,18 @@ pub struct ActorCounts {
     pub clients: usize,
 }
 
+/// The caller's arbiter, else one of `arbiters` chosen by `key`.
 fn place<K: Hash>(key: &K, arbiters: &[ArbiterHandle]) -> ArbiterHandle {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    arbiters[(hasher.finish() % arbiters.len() as u64) as usize].clone()
+    Arbiter::try_current().unwrap_or_else(|| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        arbiters[(hasher.finish() % arbiters.len() as u64) as usize].clone()
+    })
 }
 
 impl Registry {
-    /// `arbiters` must not be empty; they host every actor this registry activates.
+    /// `arbiters` must not be empty; they host the actors that callers outside any arbiter
+    /// activate.
     pub fn new(cx: Arc<ActorContext>, arbiters: Vec<ArbiterHandle>) -> Registry {
         assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
         Registry {
@@ -74,7 +81,7 @@ impl Registry {
             families: Mutex::default(),
             identities: Mutex::default(),
             clients: Mutex::default(),
-            unknowns: Mutex::default(),
+            addresses: Mutex::default(),
             unknown: Arc::new(UnknownLogins::new(UNKNOWN_CAPACITY)),
             confirmed: Mutex::new(None),
             confirming: futures::lock::Mutex::new(()),
@@ -115,18 +122,19 @@ impl Registry {
         self.families.lock().clear();
         self.identities.lock().clear();
         self.clients.lock().clear();
-        self.unknowns.lock().clear();
+        self.addresses.lock().clear();
         self.unknown.clear();
     }
 
-    /// The stand-in actor for `email`, an address without an account.
-    pub async fn unknown(&self, email: &Email) -> Result<Addr<UnknownLogin>, ActorError> {
+    /// The actor of `email` as an address: the stand-in for a login without an account, and
+    /// where registrations of the address are serialized.
+    pub async fn address(&self, email: &Email) -> Result<Addr<Address>, ActorError> {
         self.ensure_leading().await?;
         let (cx, guards, owned) = (Arc::clone(&self.cx), Arc::clone(&self.unknown), email.clone());
-        let addr = activate(&self.unknowns, email.clone(), &self.arbiters, || {
-            Ok(Some(move || UnknownLogin::new(owned, guards, cx)))
+        let addr = activate(&self.addresses, email.clone(), &self.arbiters, || {
+            Ok(Some(move || Address::new(owned, guards, cx)))
         })?;
-        Ok(addr.expect("unknown-login actors always activate"))
+        Ok(addr.expect("address actors always activate"))
     }
 
     /// Called when this node stops leading.
@@ -138,13 +146,9 @@ impl Registry {
     /// The actor of family `id`, activated from the replica if needed; `None` if no such family.
     pub async fn family(&self, id: FamilyId) -> Result<Option<Addr<SessionFamily>>, ActorError> {
         self.ensure_leading().await?;
-        activate(&self.families, id, &self.arbiters, || match self.cx.replicator.read(&keys::family(id))? {
-            Some((version, Record::Family(family))) => {
-                let cx = Arc::clone(&self.cx);
-                Ok(Some(move || SessionFamily::new(id, family, version, cx)))
-            }
-            Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{id} holds {other:?}"))),
-            None => Ok(None),
+        activate(&self.families, id, &self.arbiters, || {
+            let cx = Arc::clone(&self.cx);
+            Ok(family_actor::load(&self.cx, id)?.map(|stored| move || SessionFamily::new(stored, cx)))
         })
     }
 
@@ -153,7 +157,7 @@ impl Registry {
         self.ensure_leading().await?;
         activate(&self.identities, user, &self.arbiters, || {
             let cx = Arc::clone(&self.cx);
-            Ok(identity_actor::load(&self.cx, user)?.map(|state| move || IdentityActor::new(user, state, cx)))
+            Ok(identity_actor::load(&self.cx, user)?.map(|account| move || IdentityActor::new(account, cx)))
         })
     }
 
@@ -170,7 +174,7 @@ impl Registry {
     /// so passivation never forgives a throttled network early.
     pub fn passivate_idle(&self, idle: Duration) -> usize {
         let now = Instant::now();
-        self.unknowns.lock().retain(|_, slot| now.duration_since(slot.last_used) < idle);
+        self.addresses.lock().retain(|_, slot| now.duration_since(slot.last_used) < idle);
         let throttle = self.cx.throttle;
         let client_idle = idle.max(throttle.login_failures.window).max(throttle.registrations.window);
         let mut dropped = 0;

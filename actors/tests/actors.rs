@@ -8,23 +8,31 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::*;
-use tessera_actors::domain::{DeviceHash, Email, RefreshToken, SessionPolicy, UserId};
+use tessera_actors::address_actor::Register;
+use tessera_actors::client_actor::AdmitRegistration;
+use tessera_actors::domain::{DeviceHash, Email, RefreshToken, SessionPolicy, UserId, Verified};
+use tessera_actors::family_actor::{Logout, LogoutAll, Refresh};
+use tessera_actors::identity_actor::{BeginLogin, CompleteLogin, FailLogin};
 use tessera_actors::ports::Write;
 use tessera_actors::protocol::{
-    ActorError, Admission, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome, RegisterOutcome,
-    SessionGrant,
+    ActorError, Admission, ClientContext, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome,
+    RegisterOutcome, SessionGrant,
 };
 use tessera_actors::record::{Record, keys};
 use tessera_actors::sweeper::{Sweeper, Swept};
 
 const PHONE: DeviceHash = DeviceHash([1; 16]);
 
+fn phone() -> ClientContext {
+    ClientContext { device: PHONE, ip: None, label: "phone".into() }
+}
+
 /// Logs `email` in (the password is taken to be right) and returns the outcome.
 async fn login(world: &World, email: &Email) -> LoginOutcome {
-    match world.sessions.begin_login(email.clone(), None).await.unwrap() {
+    match world.domain.run(BeginLogin { email: email.clone(), ip: None }).await.unwrap() {
         LoginStart::Permit { subject, permit, credential_version, .. } => world
-            .sessions
-            .complete_login(subject, permit, credential_version, PHONE, None, "phone".into())
+            .domain
+            .run(CompleteLogin { subject, verified: Verified { permit, credential_version }, client: phone() })
             .await
             .unwrap(),
         LoginStart::Wait { retry_after_secs } => panic!("told to wait {retry_after_secs}s"),
@@ -35,7 +43,7 @@ async fn registered_session(world: &World) -> SessionGrant {
     let user = UserId::from_random([9; 16]);
     let email = Email::parse("alice@example.com").unwrap();
     assert_eq!(
-        world.sessions.register(user, email.clone(), "$argon2id$x".into()).await.unwrap(),
+        world.domain.run(Register { user, email: email.clone(), password_hash: "$argon2id$x".into() }).await.unwrap(),
         RegisterOutcome::Registered
     );
     match login(world, &email).await {
@@ -57,7 +65,7 @@ async fn ten_concurrent_refreshes_of_one_token_rotate_once_and_share_the_success
     let grant = registered_session(&world).await;
     let writes_before = world.store.writes.load(Ordering::SeqCst);
 
-    let refreshes = (0..10).map(|_| world.sessions.refresh(grant.refresh_token.clone(), PHONE));
+    let refreshes = (0..10).map(|_| world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }));
     let outcomes = futures::future::join_all(refreshes).await;
 
     let successors: Vec<RefreshToken> = outcomes
@@ -76,16 +84,26 @@ async fn ten_concurrent_refreshes_of_one_token_rotate_once_and_share_the_success
 async fn an_older_generation_revokes_the_family_and_its_live_child() {
     let world = world();
     let g1 = registered_session(&world).await;
-    let RefreshOutcome::Rotated(g2) = world.sessions.refresh(g1.refresh_token.clone(), PHONE).await.unwrap() else {
+    let RefreshOutcome::Rotated(g2) =
+        world.domain.run(Refresh { token: g1.refresh_token.clone(), device: PHONE }).await.unwrap()
+    else {
         panic!()
     };
     world.clock.advance(Duration::from_secs(60));
-    let RefreshOutcome::Rotated(g3) = world.sessions.refresh(g2.refresh_token.clone(), PHONE).await.unwrap() else {
+    let RefreshOutcome::Rotated(g3) =
+        world.domain.run(Refresh { token: g2.refresh_token.clone(), device: PHONE }).await.unwrap()
+    else {
         panic!()
     };
 
-    assert_eq!(world.sessions.refresh(g1.refresh_token, PHONE).await.unwrap(), RefreshOutcome::Replayed);
-    assert_eq!(world.sessions.refresh(g3.refresh_token, PHONE).await.unwrap(), RefreshOutcome::Revoked);
+    assert_eq!(
+        world.domain.run(Refresh { token: g1.refresh_token, device: PHONE }).await.unwrap(),
+        RefreshOutcome::Replayed
+    );
+    assert_eq!(
+        world.domain.run(Refresh { token: g3.refresh_token, device: PHONE }).await.unwrap(),
+        RefreshOutcome::Revoked
+    );
     assert!(world.store.data.lock().get(&keys::user_family(g1.user, g1.family)).is_none(), "index entry removed");
 }
 
@@ -94,7 +112,8 @@ async fn a_stale_actor_reloads_after_a_conflict_and_decides_again() {
     let world = world();
     let grant = registered_session(&world).await;
     // Activate the actor, then revoke the family behind its back (as a previous leader might).
-    let RefreshOutcome::Rotated(next) = world.sessions.refresh(grant.refresh_token.clone(), PHONE).await.unwrap()
+    let RefreshOutcome::Rotated(next) =
+        world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }).await.unwrap()
     else {
         panic!()
     };
@@ -108,7 +127,10 @@ async fn a_stale_actor_reloads_after_a_conflict_and_decides_again() {
 
     // The actor's in-memory state still says "live, generation 2": its write conflicts, it
     // reloads, and the rule now says revoked.
-    assert_eq!(world.sessions.refresh(next.refresh_token, PHONE).await.unwrap(), RefreshOutcome::Revoked);
+    assert_eq!(
+        world.domain.run(Refresh { token: next.refresh_token, device: PHONE }).await.unwrap(),
+        RefreshOutcome::Revoked
+    );
 }
 
 #[actix_rt::test]
@@ -116,10 +138,13 @@ async fn two_conflicts_in_a_row_are_reported_as_contention() {
     let world = world();
     let grant = registered_session(&world).await;
     world.store.force_conflicts.store(2, Ordering::SeqCst);
-    let outcome = world.sessions.refresh(grant.refresh_token.clone(), PHONE).await;
+    let outcome = world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }).await;
     assert_eq!(outcome, Err(ActorError::Contention));
     // Nothing was lost: the token still rotates afterwards.
-    assert!(matches!(world.sessions.refresh(grant.refresh_token, PHONE).await, Ok(RefreshOutcome::Rotated(_))));
+    assert!(matches!(
+        world.domain.run(Refresh { token: grant.refresh_token, device: PHONE }).await,
+        Ok(RefreshOutcome::Rotated(_))
+    ));
 }
 
 #[actix_rt::test]
@@ -127,7 +152,7 @@ async fn concurrent_registrations_of_one_email_give_exactly_one_account() {
     let world = world();
     let attempts = (0..8u8).map(|i| {
         let email = Email::parse(if i % 2 == 0 { "Bob@Example.com" } else { " bob@example.COM " }).unwrap();
-        world.sessions.register(UserId::from_random([i; 16]), email, "$argon2id$x".into())
+        world.domain.run(Register { user: UserId::from_random([i; 16]), email, password_hash: "$argon2id$x".into() })
     });
     let outcomes = futures::future::join_all(attempts).await;
     let registered = outcomes.iter().filter(|o| **o == Ok(RegisterOutcome::Registered)).count();
@@ -140,16 +165,25 @@ async fn a_success_against_a_replaced_credential_is_rejected_and_counts_as_a_fai
     let world = world();
     let user = UserId::from_random([3; 16]);
     let email = Email::parse("carol@example.com").unwrap();
-    world.sessions.register(user, email.clone(), "$argon2id$old".into()).await.unwrap();
+    world.domain.run(Register { user, email: email.clone(), password_hash: "$argon2id$old".into() }).await.unwrap();
     let LoginStart::Permit { subject, permit, credential_version, .. } =
-        world.sessions.begin_login(email.clone(), None).await.unwrap()
+        world.domain.run(BeginLogin { email: email.clone(), ip: None }).await.unwrap()
     else {
         panic!()
     };
-    let outcome =
-        world.sessions.complete_login(subject, permit, credential_version + 1, PHONE, None, "phone".into()).await;
+    let outcome = world
+        .domain
+        .run(CompleteLogin {
+            subject,
+            verified: Verified { permit, credential_version: credential_version + 1 },
+            client: phone(),
+        })
+        .await;
     assert_eq!(outcome.unwrap(), LoginOutcome::Rejected);
-    assert_eq!(world.sessions.begin_login(email, None).await.unwrap(), LoginStart::Wait { retry_after_secs: 1 });
+    assert_eq!(
+        world.domain.run(BeginLogin { email, ip: None }).await.unwrap(),
+        LoginStart::Wait { retry_after_secs: 1 }
+    );
 }
 
 #[actix_rt::test]
@@ -158,14 +192,23 @@ async fn a_permit_is_good_for_one_report_only() {
     registered_session(&world).await;
     let email = Email::parse("alice@example.com").unwrap();
     let LoginStart::Permit { subject, permit, credential_version, .. } =
-        world.sessions.begin_login(email, None).await.unwrap()
+        world.domain.run(BeginLogin { email, ip: None }).await.unwrap()
     else {
         panic!()
     };
-    let first =
-        world.sessions.complete_login(subject.clone(), permit, credential_version, PHONE, None, "phone".into()).await;
+    let first = world
+        .domain
+        .run(CompleteLogin {
+            subject: subject.clone(),
+            verified: Verified { permit, credential_version },
+            client: phone(),
+        })
+        .await;
     assert!(matches!(first.unwrap(), LoginOutcome::Opened(_)));
-    let again = world.sessions.complete_login(subject, permit, credential_version, PHONE, None, "phone".into()).await;
+    let again = world
+        .domain
+        .run(CompleteLogin { subject, verified: Verified { permit, credential_version }, client: phone() })
+        .await;
     assert_eq!(again.unwrap(), LoginOutcome::Rejected);
 }
 
@@ -174,13 +217,13 @@ async fn unknown_accounts_and_families_are_answered_without_activating_anything(
     let world = world();
     let unknown = Email::parse("nobody@example.com").unwrap();
     assert!(matches!(
-        world.sessions.begin_login(unknown, None).await.unwrap(),
+        world.domain.run(BeginLogin { email: unknown, ip: None }).await.unwrap(),
         LoginStart::Permit { password_hash: None, .. }
     ));
     let forged =
         pepper().issue(tessera_actors::domain::FamilyId([4; 16]), tessera_actors::domain::Generation(1), &[0; 16]);
-    assert_eq!(world.sessions.refresh(forged, PHONE).await.unwrap(), RefreshOutcome::Invalid);
-    assert_eq!(world.sessions.registry().counts().families, 0);
+    assert_eq!(world.domain.run(Refresh { token: forged, device: PHONE }).await.unwrap(), RefreshOutcome::Invalid);
+    assert_eq!(world.domain.registry().counts().families, 0);
 }
 
 #[actix_rt::test]
@@ -191,11 +234,23 @@ async fn logout_is_for_the_owner_only_and_logout_all_revokes_every_session() {
         panic!()
     };
     let stranger = UserId::from_random([8; 16]);
-    assert_eq!(world.sessions.logout(stranger, first.family).await.unwrap(), LogoutOutcome::NotFound);
-    assert_eq!(world.sessions.logout(first.user, first.family).await.unwrap(), LogoutOutcome::LoggedOut);
-    assert_eq!(world.sessions.logout(first.user, first.family).await.unwrap(), LogoutOutcome::AlreadyLoggedOut);
-    assert_eq!(world.sessions.logout_all(first.user).await.unwrap(), 1, "only the second was still live");
-    assert_eq!(world.sessions.refresh(second.refresh_token, PHONE).await.unwrap(), RefreshOutcome::Revoked);
+    assert_eq!(
+        world.domain.run(Logout { user: stranger, family: first.family }).await.unwrap(),
+        LogoutOutcome::NotFound
+    );
+    assert_eq!(
+        world.domain.run(Logout { user: first.user, family: first.family }).await.unwrap(),
+        LogoutOutcome::LoggedOut
+    );
+    assert_eq!(
+        world.domain.run(Logout { user: first.user, family: first.family }).await.unwrap(),
+        LogoutOutcome::AlreadyLoggedOut
+    );
+    assert_eq!(world.domain.run(LogoutAll { user: first.user }).await.unwrap(), 1, "only the second was still live");
+    assert_eq!(
+        world.domain.run(Refresh { token: second.refresh_token, device: PHONE }).await.unwrap(),
+        RefreshOutcome::Revoked
+    );
 }
 
 #[actix_rt::test]
@@ -205,21 +260,31 @@ async fn a_node_that_does_not_lead_refuses_and_a_new_term_reloads_every_actor() 
     assert_eq!(world.store.confirmations.load(Ordering::SeqCst), 1, "one confirmation per term");
 
     *world.store.term.lock() = None;
-    assert_eq!(world.sessions.refresh(grant.refresh_token.clone(), PHONE).await, Err(ActorError::NotLeader));
+    assert_eq!(
+        world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }).await,
+        Err(ActorError::NotLeader)
+    );
 
     *world.store.term.lock() = Some(2);
-    assert!(matches!(world.sessions.refresh(grant.refresh_token, PHONE).await, Ok(RefreshOutcome::Rotated(_))));
+    assert!(matches!(
+        world.domain.run(Refresh { token: grant.refresh_token, device: PHONE }).await,
+        Ok(RefreshOutcome::Rotated(_))
+    ));
     assert_eq!(world.store.confirmations.load(Ordering::SeqCst), 2);
-    assert_eq!(world.sessions.registry().counts().identities, 0, "the new term dropped the old actors");
-    assert_eq!(world.sessions.registry().passivate_idle(Duration::ZERO), 1, "only the family was activated since");
+    assert_eq!(world.domain.registry().counts().identities, 0, "the new term dropped the old actors");
+    assert_eq!(world.domain.registry().passivate_idle(Duration::ZERO), 1, "only the family was activated since");
 }
 
 #[actix_rt::test]
 async fn concurrent_attempts_never_get_more_permits_than_the_threshold() {
     let world = world();
     let email = Email::parse("target@example.com").unwrap();
-    world.sessions.register(UserId::from_random([6; 16]), email.clone(), "$argon2id$x".into()).await.unwrap();
-    let attempts = (0..200).map(|_| world.sessions.begin_login(email.clone(), None));
+    world
+        .domain
+        .run(Register { user: UserId::from_random([6; 16]), email: email.clone(), password_hash: "$argon2id$x".into() })
+        .await
+        .unwrap();
+    let attempts = (0..200).map(|_| world.domain.run(BeginLogin { email: email.clone(), ip: None }));
     let starts = futures::future::join_all(attempts).await;
     let permits: Vec<(LoginSubject, u64)> = starts
         .iter()
@@ -230,27 +295,34 @@ async fn concurrent_attempts_never_get_more_permits_than_the_threshold() {
         .collect();
     assert_eq!(permits.len(), 10, "the threshold, however many ask at once");
     for (subject, permit) in permits {
-        world.sessions.fail_login(subject, permit, None).await.unwrap();
+        world.domain.run(FailLogin { subject, permit, ip: None }).await.unwrap();
     }
     // Locked: even the right password is not checked.
-    assert_eq!(world.sessions.begin_login(email, None).await.unwrap(), LoginStart::Wait { retry_after_secs: 3600 });
+    assert_eq!(
+        world.domain.run(BeginLogin { email, ip: None }).await.unwrap(),
+        LoginStart::Wait { retry_after_secs: 3600 }
+    );
 }
 
 #[actix_rt::test]
 async fn an_unknown_address_is_answered_exactly_like_an_account() {
     let world = world();
     let known = Email::parse("known@example.com").unwrap();
-    world.sessions.register(UserId::from_random([7; 16]), known.clone(), "$argon2id$x".into()).await.unwrap();
+    world
+        .domain
+        .run(Register { user: UserId::from_random([7; 16]), email: known.clone(), password_hash: "$argon2id$x".into() })
+        .await
+        .unwrap();
     let unknown = Email::parse("unknown@example.com").unwrap();
     let mut transcripts = Vec::new();
     for email in [known, unknown] {
         let mut transcript = Vec::new();
         for step in 0..26 {
-            let start = world.sessions.begin_login(email.clone(), None).await.unwrap();
+            let start = world.domain.run(BeginLogin { email: email.clone(), ip: None }).await.unwrap();
             match &start {
                 LoginStart::Permit { subject, permit, .. } => {
                     transcript.push("permit".to_string());
-                    world.sessions.fail_login(subject.clone(), *permit, None).await.unwrap();
+                    world.domain.run(FailLogin { subject: subject.clone(), permit: *permit, ip: None }).await.unwrap();
                 }
                 LoginStart::Wait { retry_after_secs } => transcript.push(format!("wait {retry_after_secs}")),
             }
@@ -291,7 +363,7 @@ async fn the_session_cap_evicts_the_oldest_or_refuses() {
     registered_session(&deny).await;
     assert_eq!(login(&deny, &email).await, LoginOutcome::CapReached);
     // A refusal by policy is not a failed attempt: the next attempt is not delayed.
-    assert!(matches!(deny.sessions.begin_login(email, None).await.unwrap(), LoginStart::Permit { .. }));
+    assert!(matches!(deny.domain.run(BeginLogin { email, ip: None }).await.unwrap(), LoginStart::Permit { .. }));
 }
 
 #[actix_rt::test]
@@ -302,20 +374,27 @@ async fn a_network_with_too_many_failures_is_throttled_for_every_account() {
     let ip = Some(IpPrefix::V4([198, 51, 100]));
     for i in 0..3 {
         let email = Email::parse(&format!("victim{i}@example.com")).unwrap();
-        let LoginStart::Permit { subject, permit, .. } = world.sessions.begin_login(email, ip).await.unwrap() else {
+        let LoginStart::Permit { subject, permit, .. } = world.domain.run(BeginLogin { email, ip }).await.unwrap()
+        else {
             panic!()
         };
-        world.sessions.fail_login(subject, permit, ip).await.unwrap();
+        world.domain.run(FailLogin { subject, permit, ip }).await.unwrap();
     }
     let fresh = Email::parse("untouched@example.com").unwrap();
-    assert!(matches!(world.sessions.begin_login(fresh.clone(), ip).await.unwrap(), LoginStart::Wait { .. }));
+    assert!(matches!(
+        world.domain.run(BeginLogin { email: fresh.clone(), ip }).await.unwrap(),
+        LoginStart::Wait { .. }
+    ));
     let other_network = Some(IpPrefix::V4([198, 51, 101]));
-    assert!(matches!(world.sessions.begin_login(fresh, other_network).await.unwrap(), LoginStart::Permit { .. }));
+    assert!(matches!(
+        world.domain.run(BeginLogin { email: fresh, ip: other_network }).await.unwrap(),
+        LoginStart::Permit { .. }
+    ));
 
     let registrations =
         world_with(|cx| cx.throttle.registrations = WindowPolicy { limit: 2, window: Duration::from_secs(3600) });
     let outcomes: Vec<Admission> =
-        futures::future::join_all((0..3).map(|_| registrations.sessions.admit_registration(ip)))
+        futures::future::join_all((0..3).map(|_| registrations.domain.run(AdmitRegistration { ip })))
             .await
             .into_iter()
             .map(|a| a.unwrap())
@@ -339,12 +418,15 @@ async fn sweep_all(sweeper: &mut Sweeper) -> usize {
 async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     let world = world();
     let retention = SessionPolicy::default().retention;
-    let mut sweeper = Sweeper::new(Arc::clone(world.sessions.registry().context()));
+    let mut sweeper = Sweeper::new(Arc::clone(world.domain.registry().context()));
     let email = Email::parse("alice@example.com").unwrap();
     let logged_out = registered_session(&world).await;
     let LoginOutcome::Opened(mut active) = login(&world, &email).await else { panic!() };
     let LoginOutcome::Opened(idle) = login(&world, &email).await else { panic!() };
-    assert_eq!(world.sessions.logout(logged_out.user, logged_out.family).await.unwrap(), LogoutOutcome::LoggedOut);
+    assert_eq!(
+        world.domain.run(Logout { user: logged_out.user, family: logged_out.family }).await.unwrap(),
+        LogoutOutcome::LoggedOut
+    );
     assert_eq!(sweep_all(&mut sweeper).await, 0, "nothing ended a retention ago");
 
     world.clock.advance(retention);
@@ -353,12 +435,17 @@ async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     let indexed = |family| world.store.data.lock().contains_key(&keys::user_family(logged_out.user, family));
     assert!(!stored(logged_out.family) && !indexed(logged_out.family));
     // Its actor, still in memory, answers from the state it holds; a fresh one finds nothing.
-    let refused = world.sessions.refresh(logged_out.refresh_token.clone(), PHONE).await.unwrap();
+    let refused = world.domain.run(Refresh { token: logged_out.refresh_token.clone(), device: PHONE }).await.unwrap();
     assert_eq!(refused, RefreshOutcome::Revoked);
-    world.sessions.registry().leadership_lost();
-    assert_eq!(world.sessions.refresh(logged_out.refresh_token, PHONE).await.unwrap(), RefreshOutcome::Invalid);
+    world.domain.registry().leadership_lost();
+    assert_eq!(
+        world.domain.run(Refresh { token: logged_out.refresh_token, device: PHONE }).await.unwrap(),
+        RefreshOutcome::Invalid
+    );
     // The idle session's actor is in memory when its family is deleted.
-    let RefreshOutcome::Rotated(idle) = world.sessions.refresh(idle.refresh_token, PHONE).await.unwrap() else {
+    let RefreshOutcome::Rotated(idle) =
+        world.domain.run(Refresh { token: idle.refresh_token, device: PHONE }).await.unwrap()
+    else {
         panic!()
     };
 
@@ -366,7 +453,9 @@ async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     // expires after its week and is collected a retention later.
     for _ in 0..10 {
         world.clock.advance(Duration::from_secs(24 * 3600));
-        let RefreshOutcome::Rotated(next) = world.sessions.refresh(active.refresh_token, PHONE).await.unwrap() else {
+        let RefreshOutcome::Rotated(next) =
+            world.domain.run(Refresh { token: active.refresh_token, device: PHONE }).await.unwrap()
+        else {
             panic!("the active session ended")
         };
         active = next;
@@ -376,15 +465,21 @@ async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     assert!(!stored(idle.family) && !indexed(idle.family));
     // The idle session's actor still holds the expired state: logging it out writes, finds
     // the family deleted, and answers as for a family that never existed.
-    assert_eq!(world.sessions.logout(idle.user, idle.family).await.unwrap(), LogoutOutcome::NotFound);
+    assert_eq!(
+        world.domain.run(Logout { user: idle.user, family: idle.family }).await.unwrap(),
+        LogoutOutcome::NotFound
+    );
 }
 
 #[actix_rt::test]
 async fn a_family_that_changed_since_it_was_judged_is_left_for_the_next_pass() {
     let world = world();
-    let mut sweeper = Sweeper::new(Arc::clone(world.sessions.registry().context()));
+    let mut sweeper = Sweeper::new(Arc::clone(world.domain.registry().context()));
     let grant = registered_session(&world).await;
-    assert_eq!(world.sessions.logout(grant.user, grant.family).await.unwrap(), LogoutOutcome::LoggedOut);
+    assert_eq!(
+        world.domain.run(Logout { user: grant.user, family: grant.family }).await.unwrap(),
+        LogoutOutcome::LoggedOut
+    );
     world.clock.advance(SessionPolicy::default().retention);
     world.store.force_conflicts.store(1, Ordering::SeqCst);
     assert_eq!(sweeper.sweep(10).await.unwrap(), Swept { scanned: 1, collected: 0, wrapped: true });

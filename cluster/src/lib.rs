@@ -10,6 +10,8 @@
 //! - `log_store`: the Raft log and vote in one redb file, fsynced before acknowledgement.
 //! - [`proposer`]: batches concurrent transactions into one entry in front of `client_write`.
 //! - `network` / [`peer`]: Raft RPC over HTTP with bincode bodies and a cluster-secret MAC.
+//! - `membership`: membership changes and leadership transfer, forwarded to the leader over
+//!   the same signed peer network.
 //! - [`durable`]: the Postgres/SQLite snapshot store, and the flusher that feeds it.
 //! - [`ClusterNode`]: all of the above wired together, with a typed API over a serde value type.
 
@@ -24,6 +26,7 @@ pub mod durable;
 mod flusher;
 mod kv;
 mod log_store;
+mod membership;
 mod network;
 mod node;
 pub mod peer;
@@ -37,10 +40,9 @@ pub use codec::CodecError;
 pub use config::{FlushConfig, RaftTuning, StoreTuning};
 pub use flusher::FlushError;
 pub use log_store::LogStore;
+pub use membership::{Change, Changed, MembershipError, Refusal};
 pub use network::{Partition, PeerClient, PeerError, PeerFaults, paths};
-pub use node::{
-    ClusterNode, ClusterStatus, ConfirmError, Leadership, Member, MembershipError, NodeConfig, Origin, StartError,
-};
+pub use node::{ClusterNode, ClusterStatus, ConfirmError, Leadership, Member, NodeConfig, Origin, StartError};
 pub use proposer::{ProposeError, ProposerConfig};
 pub use state_machine::StateMachine;
 pub use store::{StoreValue, Txn, Versioned};

@@ -35,6 +35,12 @@ pub mod paths {
     pub const VOTE: &str = "/raft/vote";
     pub const SNAPSHOT: &str = "/raft/snapshot";
     pub const READ_INDEX: &str = "/raft/read-index";
+    /// A membership change or leadership transfer forwarded to the leader.
+    pub const CHANGE: &str = "/raft/change";
+    /// A leadership transfer asks the other voters not to stand for election meanwhile.
+    pub const HOLD_ELECTIONS: &str = "/raft/hold-elections";
+    /// A leadership transfer asks its target to stand for election.
+    pub const ELECT: &str = "/raft/elect";
 }
 
 /// Decides whether a message from one node to another gets through (fault injection).

@@ -24,7 +24,7 @@ use crate::flusher::{FlushError, Flusher};
 use crate::kv::KvState;
 use crate::log_store::LogStore;
 use crate::network::{Network, PeerClient, PeerFaults};
-use crate::peer::PeerService;
+use crate::peer::{ElectionHold, PeerService};
 use crate::proposer::{ProposeError, Proposer};
 use crate::state_machine::{Shared, StateMachine};
 use crate::store::{StoreValue, Txn, Versioned, decode_value};
@@ -96,8 +96,8 @@ struct Inner<V> {
     peer_client: PeerClient,
     peer_service: PeerService,
     origin: Origin,
-    /// Until when this node must not stand for election (a leadership transfer is running).
-    hold_elections_until: parking_lot::Mutex<Option<Instant>>,
+    /// The longest election timeout: bounds how long a leadership transfer may take.
+    election_timeout_max: Duration,
     _value: PhantomData<fn() -> V>,
 }
 
@@ -163,6 +163,7 @@ impl<V: StoreValue> ClusterNode<V> {
             auth,
             body_limit: config.tuning.peer_body_limit(),
             freshness: Arc::default(),
+            holds: Arc::new(ElectionHold::new(raft.clone())),
         };
 
         let node = ClusterNode {
@@ -178,7 +179,7 @@ impl<V: StoreValue> ClusterNode<V> {
                 peer_client,
                 peer_service,
                 origin,
-                hold_elections_until: parking_lot::Mutex::new(None),
+                election_timeout_max: Duration::from_millis(config.tuning.raft.election_timeout_max_ms),
                 _value: PhantomData,
             }),
         };
@@ -322,8 +323,12 @@ impl<V: StoreValue> ClusterNode<V> {
             let applied = self.applied_index().unwrap_or(0);
             return self.inner.peer_service.freshness.lock().age(applied);
         }
-        let voters: BTreeSet<NodeId> = self.inner.sm.state.read().membership().membership().voter_ids().collect();
-        self.inner.peer_client.quorum_age(&voters)
+        self.inner.peer_client.quorum_age(&self.voters())
+    }
+
+    /// The voters of the membership this replica has applied.
+    pub(crate) fn voters(&self) -> BTreeSet<NodeId> {
+        self.inner.sm.state.read().membership().membership().voter_ids().collect()
     }
 
     /// Waits until this replica has applied everything committed before the call: on the
@@ -357,30 +362,6 @@ impl<V: StoreValue> ClusterNode<V> {
             .map_err(|e| unavailable(&e))
     }
 
-    /// Adds `id` as a learner and waits until it has caught up (leader only).
-    pub async fn add_learner(&self, id: NodeId, info: NodeInfo) -> Result<(), MembershipError> {
-        self.inner.raft.add_learner(id, info, true).await.map(|_| ()).map_err(MembershipError::from)
-    }
-
-    /// Makes learner `id` a voter (leader only).
-    pub async fn promote(&self, id: NodeId) -> Result<(), MembershipError> {
-        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-        self.inner.raft.change_membership(change, false).await.map(|_| ()).map_err(MembershipError::from)
-    }
-
-    /// Removes `id` from the cluster, voter or learner (leader only).
-    pub async fn remove(&self, id: NodeId) -> Result<(), MembershipError> {
-        let voters: BTreeSet<NodeId> = self.inner.sm.state.read().membership().membership().voter_ids().collect();
-        if voters.contains(&id) {
-            let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
-            self.inner.raft.change_membership(change, false).await.map_err(MembershipError::from)?;
-        } else {
-            let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
-            self.inner.raft.change_membership(change, false).await.map_err(MembershipError::from)?;
-        }
-        Ok(())
-    }
-
     /// Stops this node from starting new log entries for `duration` (zero: resumes) and waits
     /// until the entries in flight are appended; returns whether they were within `duration`.
     /// Used by a leadership transfer so the target can hold the whole log before it stands.
@@ -392,29 +373,12 @@ impl<V: StoreValue> ClusterNode<V> {
     /// now). While a transfer runs, every voter but the target holds, so the target is the only
     /// candidate. The hold lapses by itself, so a transfer that dies half-way heals.
     pub fn hold_elections(&self, duration: Duration) {
-        let until = Instant::now() + duration;
-        *self.inner.hold_elections_until.lock() = (!duration.is_zero()).then_some(until);
-        self.inner.raft.runtime_config().elect(duration.is_zero());
-        if duration.is_zero() {
-            return;
-        }
-        let node = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            let mut held = node.inner.hold_elections_until.lock();
-            if held.is_some_and(|at| at <= Instant::now()) {
-                *held = None;
-                node.inner.raft.runtime_config().elect(true);
-            }
-        });
+        self.inner.peer_service.holds.hold(duration);
     }
 
-    /// Starts an election on this node now. Voters that still hear from a healthy leader refuse
-    /// (openraft's leader lease), but the leader steps down when this node answers its next
-    /// heartbeat with the higher term, and grants the vote on the next round: with the other
-    /// voters holding their elections (`hold_elections`), this moves leadership here.
-    pub async fn elect(&self) -> Result<(), MembershipError> {
-        self.inner.raft.trigger().elect().await.map_err(|e| MembershipError::Failed(e.to_string()))
+    /// The longest election timeout this node runs with.
+    pub fn election_timeout_max(&self) -> Duration {
+        self.inner.election_timeout_max
     }
 
     /// Confirms with a quorum that this node leads and waits until its replica has applied
@@ -643,24 +607,6 @@ pub struct Leadership {
     /// The leader's id and addresses, if one is known.
     pub leader: Option<(NodeId, Option<NodeInfo>)>,
     pub this_node_leads: bool,
-}
-
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MembershipError {
-    /// Only the leader changes membership; `leader` is who does, if known.
-    #[error("not the leader")]
-    NotLeader { leader: Option<(NodeId, NodeInfo)> },
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl From<RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>> for MembershipError {
-    fn from(e: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>) -> MembershipError {
-        match e.forward_to_leader() {
-            Some(forward) => MembershipError::NotLeader { leader: forward.leader_id.zip(forward.leader_node.clone()) },
-            None => MembershipError::Failed(e.to_string()),
-        }
-    }
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]

@@ -30,6 +30,8 @@ pub struct PeerService {
     pub(crate) body_limit: usize,
     /// How current this replica is, from the leader's AppendEntries requests.
     pub(crate) freshness: Arc<Mutex<Freshness>>,
+    /// Whether this node may stand for election (a transfer to another node holds it).
+    pub(crate) holds: Arc<ElectionHold>,
 }
 
 /// When this follower's replica last reflected everything a leader in charge had committed.
@@ -101,7 +103,9 @@ impl PeerService {
             .route(paths::APPEND, web::post().to(append))
             .route(paths::VOTE, web::post().to(vote))
             .route(paths::SNAPSHOT, web::post().to(snapshot))
-            .route(paths::READ_INDEX, web::post().to(read_index));
+            .route(paths::READ_INDEX, web::post().to(read_index))
+            .route(paths::HOLD_ELECTIONS, web::post().to(hold_elections))
+            .route(paths::ELECT, web::post().to(elect));
     }
 
     /// Checks a peer request's MAC and signing time; `Ok` is when the sender signed it (by
@@ -135,6 +139,37 @@ impl PeerService {
         codec::decode(body)
             .map(|value| (value, signed))
             .map_err(|e| plain(StatusCode::BAD_REQUEST, &format!("malformed body: {e}")))
+    }
+}
+
+/// Until when this node must not stand for election (a transfer to another node is running).
+pub(crate) struct ElectionHold {
+    raft: Raft,
+    until: Mutex<Option<Instant>>,
+}
+
+impl ElectionHold {
+    pub(crate) fn new(raft: Raft) -> ElectionHold {
+        ElectionHold { raft, until: Mutex::new(None) }
+    }
+
+    /// Keeps this node from standing for `duration` (zero: lets it stand again now). The hold
+    /// lapses by itself.
+    pub(crate) fn hold(self: &Arc<Self>, duration: Duration) {
+        *self.until.lock() = (!duration.is_zero()).then(|| Instant::now() + duration);
+        self.raft.runtime_config().elect(duration.is_zero());
+        if duration.is_zero() {
+            return;
+        }
+        let hold = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            let mut until = hold.until.lock();
+            if until.is_some_and(|at| at <= Instant::now()) {
+                *until = None;
+                hold.raft.runtime_config().elect(true);
+            }
+        });
     }
 }
 
@@ -175,6 +210,32 @@ async fn read_index(svc: web::Data<PeerService>, req: HttpRequest, body: Bytes) 
     }
     let read = svc.raft.get_read_log_id().await.map(|(read_log_id, _applied)| read_log_id);
     encoded(&read)
+}
+
+/// A leadership transfer to another node: do not stand for election for the given ms (0: stand
+/// again).
+async fn hold_elections(svc: web::Data<PeerService>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    match svc.decode::<u64>(&req, &body) {
+        Ok(ms) => {
+            svc.holds.hold(Duration::from_millis(ms.min(60_000)));
+            encoded(&())
+        }
+        Err(response) => response,
+    }
+}
+
+/// A leadership transfer to this node: stand for election now.
+async fn elect(svc: web::Data<PeerService>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    if let Err(response) = svc.authenticate(&req, &body) {
+        return response;
+    }
+    match svc.raft.trigger().elect().await {
+        Ok(()) => encoded(&()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not start an election");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "could not start an election")
+        }
+    }
 }
 
 async fn vote(svc: web::Data<PeerService>, req: HttpRequest, body: Bytes) -> HttpResponse {

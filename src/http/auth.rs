@@ -8,20 +8,25 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use tessera_actors::Record;
-use tessera_actors::domain::{Email, IpPrefix, RefreshToken, UserId, password};
+use tessera_actors::address_actor::Register;
+use tessera_actors::client_actor::AdmitRegistration;
+use tessera_actors::domain::{Email, RefreshToken, UserId, Verified, password};
+use tessera_actors::family_actor::{Logout, LogoutAll, LogoutOthers, Refresh};
+use tessera_actors::identity_actor::{BeginLogin, CompleteLogin, Unlock};
 use tessera_actors::ports::random;
 use tessera_actors::protocol::{
-    Admission, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome, RegisterOutcome, SessionGrant,
-    UnlockOutcome,
+    Admission, LoginOutcome, LoginStart, LogoutOutcome, RefreshOutcome, RegisterOutcome, UnlockOutcome,
 };
-use tessera_actors::record::keys;
+use tessera_actors::queries;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::client::{Via, authenticate, require_csrf};
-use crate::http::cookies::Issued;
+use crate::error::{ApiError, Problem, Unavailable};
+use crate::http::admin::admin_authorized;
+use crate::http::caller::{Via, authenticate, require_csrf};
+use crate::http::session::{
+    TokenResponse, Transport, check_cookie_origin, check_guess, clear_cookies, no_store, tokens,
+};
+use crate::http::state::AppState;
 use crate::tokens::AccessClaims;
 
 /// One answer for every credential failure: unknown email, wrong password, disabled account.
@@ -38,17 +43,6 @@ pub struct Credentials {
     pub transport: Transport,
 }
 
-/// How a session's tokens travel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// In the JSON body (API clients, mobile apps).
-    #[default]
-    Body,
-    /// In HttpOnly cookies; the body carries only session metadata and the CSRF token.
-    Cookie,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct Registered {
     pub user_id: String,
@@ -61,34 +55,6 @@ pub struct RefreshRequest {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub transport: Transport,
-}
-
-/// A cookie session's metadata (the tokens are in cookies).
-#[derive(Serialize, ToSchema)]
-pub struct CookieSession {
-    #[schema(example = "cookie")]
-    pub token_type: &'static str,
-    pub expires_in: u64,
-    pub refresh_expires_in: u64,
-    pub session_id: String,
-    /// Send as `X-CSRF-Token` with every state-changing request (also in a readable cookie).
-    pub csrf_token: String,
-}
-
-/// Tokens for a session (login and refresh).
-#[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    /// EdDSA JWT, `typ: at+jwt`.
-    pub access_token: String,
-    #[schema(example = "Bearer")]
-    pub token_type: &'static str,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    /// `family.generation.mac`; rotates on every refresh.
-    pub refresh_token: String,
-    /// Seconds until the refresh token expires if it is not used.
-    pub refresh_expires_in: u64,
-    pub session_id: String,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -115,76 +81,18 @@ fn bounded(raw: String) -> Result<SecretString, ApiError> {
     Ok(SecretString::from(raw))
 }
 
-fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
-    builder.insert_header((header::CACHE_CONTROL, "no-store")).insert_header((header::PRAGMA, "no-cache"));
-    builder
-}
-
 fn count(name: &'static str, outcome: &'static str) {
     metrics::counter!(name, "outcome" => outcome).increment(1);
-}
-
-/// Signs an access token for `grant` and answers with the session, in the body or in cookies.
-pub(crate) fn tokens(
-    state: &AppState,
-    req: &HttpRequest,
-    grant: &SessionGrant,
-    transport: Transport,
-) -> Result<HttpResponse, ApiError> {
-    let now = state.clock.now();
-    let access = state.tokens.mint(grant, now, random(&*state.entropy))?;
-    let expires_in = state.tokens.ttl().as_secs();
-    let refresh_expires_in = grant.refresh_expires.since(now).as_secs();
-    match transport {
-        Transport::Body => Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
-            access_token: access,
-            token_type: "Bearer",
-            expires_in,
-            refresh_token: grant.refresh_token.to_string(),
-            refresh_expires_in,
-            session_id: grant.family.to_string(),
-        })),
-        Transport::Cookie => {
-            let csrf_token = state.csrf.token(grant.family, now);
-            let refresh = grant.refresh_token.to_string();
-            let issued = Issued {
-                access: &access,
-                access_ttl_secs: expires_in,
-                refresh: &refresh,
-                refresh_ttl_secs: refresh_expires_in,
-                csrf: &csrf_token,
-            };
-            let mut response = no_store(HttpResponse::Ok());
-            for cookie in state.cookies.issue(req, &issued) {
-                response.cookie(cookie);
-            }
-            Ok(response.json(CookieSession {
-                token_type: "cookie",
-                expires_in,
-                refresh_expires_in,
-                session_id: grant.family.to_string(),
-                csrf_token,
-            }))
-        }
-    }
-}
-
-/// A cookie-mode login or refresh must come from an allowed origin.
-fn check_cookie_origin(req: &HttpRequest, state: &AppState, transport: Transport) -> Result<(), ApiError> {
-    if transport == Transport::Cookie && !crate::http::csrf::origin_allowed(req, &state.cors_origins) {
-        return Err(ApiError::Forbidden("the request comes from an origin that is not allowed"));
-    }
-    Ok(())
 }
 
 /// Register a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = Credentials,
     responses(
         (status = 201, description = "Registered", body = Registered),
-        (status = 400, description = "Invalid email, or a password that is too short, too long or too easy to guess (the detail says which)", body = crate::http::openapi::Problem),
-        (status = 409, description = "Email already registered", body = crate::http::openapi::Problem),
-        (status = 429, description = "Too many registrations from this network; see `Retry-After`", body = crate::http::openapi::Problem),
-        (status = 503, description = "No leader or hashing saturated; retry after `Retry-After`", body = crate::http::openapi::Problem),
+        (status = 400, description = "Invalid email, or a password that is too short, too long or too easy to guess (the detail says which)", body = Problem),
+        (status = 409, description = "Email already registered", body = Problem),
+        (status = 429, description = "Too many registrations from this network; see `Retry-After`", body = Problem),
+        (status = 503, description = "No leader or hashing saturated; retry after `Retry-After`", body = Problem),
     ))]
 pub async fn register(
     state: web::Data<AppState>,
@@ -195,14 +103,14 @@ pub async fn register(
     let email = email(&raw_email)?;
     password::within_bounds(&raw_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = state.clients.client(&req);
-    if let Admission::Throttled { retry_after_secs } = state.gateway.admit_registration(client.ip).await? {
+    if let Admission::Throttled { retry_after_secs } = state.gateway.call(AdmitRegistration { ip: client.ip }).await? {
         count("tessera_register_total", "throttled");
         return Err(ApiError::TooManyAttempts { retry_after_secs });
     }
     state.password_policy.check(&raw_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let hash = state.passwords.hash(SecretString::from(raw_password)).await?;
     let user = UserId::from_random(random(&*state.entropy));
-    match state.gateway.register(user, email, hash).await? {
+    match state.gateway.call(Register { user, email, password_hash: hash }).await? {
         RegisterOutcome::Registered => {
             count("tessera_register_total", "created");
             Ok(no_store(HttpResponse::Created()).json(Registered { user_id: user.to_string() }))
@@ -222,11 +130,11 @@ pub async fn register(
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = Credentials,
     responses(
         (status = 200, description = "A new session", body = TokenResponse),
-        (status = 400, description = "Malformed request", body = crate::http::openapi::Problem),
-        (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = crate::http::openapi::Problem),
-        (status = 409, description = "Session limit reached and the policy is to refuse", body = crate::http::openapi::Problem),
-        (status = 429, description = "Too soon after a failure, locked, or the client network is throttled; see `Retry-After`", body = crate::http::openapi::Problem),
-        (status = 503, description = "Retry after `Retry-After`", body = crate::http::openapi::Problem),
+        (status = 400, description = "Malformed request", body = Problem),
+        (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = Problem),
+        (status = 409, description = "Session limit reached and the policy is to refuse", body = Problem),
+        (status = 429, description = "Too soon after a failure, locked, or the client network is throttled; see `Retry-After`", body = Problem),
+        (status = 503, description = "Retry after `Retry-After`", body = Problem),
     ))]
 pub async fn login(
     state: web::Data<AppState>,
@@ -238,23 +146,24 @@ pub async fn login(
     let email = email(&raw_email)?;
     let password = bounded(raw_password)?;
     let client = state.clients.client(&req);
-    let (subject, permit, hash, credential_version) = match state.gateway.begin_login(email, client.ip).await? {
-        LoginStart::Permit { subject, permit, password_hash, credential_version } => {
-            (subject, permit, password_hash, credential_version)
-        }
-        LoginStart::Wait { retry_after_secs } => {
-            count("tessera_login_total", "throttled");
-            return Err(ApiError::TooManyAttempts { retry_after_secs });
-        }
-    };
+    let (subject, permit, hash, credential_version) =
+        match state.gateway.call(BeginLogin { email, ip: client.ip }).await? {
+            LoginStart::Permit { subject, permit, password_hash, credential_version } => {
+                (subject, permit, password_hash, credential_version)
+            }
+            LoginStart::Wait { retry_after_secs } => {
+                count("tessera_login_total", "throttled");
+                return Err(ApiError::TooManyAttempts { retry_after_secs });
+            }
+        };
     if !check_guess(&state, &subject, permit, password, hash, client.ip).await? {
         count("tessera_login_total", "failure");
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     }
-    match state.gateway.complete_login(subject, permit, credential_version, client).await? {
+    let verified = Verified { permit, credential_version };
+    match state.gateway.call(CompleteLogin { subject, verified, client }).await? {
         LoginOutcome::Opened(grant) => {
             count("tessera_login_total", "success");
-            tracing::info!(user = %grant.user, session = %grant.family, "login");
             tokens(&state, &req, &grant, transport)
         }
         LoginOutcome::Rejected => {
@@ -268,30 +177,6 @@ pub async fn login(
     }
 }
 
-/// Evaluates one password guess under its permit (login, password change). A hashing error
-/// means the guess was never evaluated, so the permit goes back uncounted; a wrong password is
-/// reported as a failed attempt. On `true` the caller completes the permit.
-pub(crate) async fn check_guess(
-    state: &AppState,
-    subject: &LoginSubject,
-    permit: u64,
-    password: SecretString,
-    hash: Option<String>,
-    ip: Option<IpPrefix>,
-) -> Result<bool, ApiError> {
-    match state.passwords.verify(password, hash).await {
-        Ok(true) => Ok(true),
-        Ok(false) => {
-            state.gateway.fail_login(subject.clone(), permit, ip).await?;
-            Ok(false)
-        }
-        Err(e) => {
-            let _ = state.gateway.abandon_login(subject.clone(), permit).await;
-            Err(e.into())
-        }
-    }
-}
-
 /// Rotate a refresh token.
 ///
 /// The token comes from the body, or — when the body has none — from the refresh cookie; a
@@ -300,10 +185,10 @@ pub(crate) async fn check_guess(
 #[utoipa::path(post, path = "/v1/token/refresh", tag = "sessions", request_body(content = RefreshRequest, description = "Optional with a refresh cookie"),
     responses(
         (status = 200, description = "The successor tokens (a retry of the previous token within the grace window gets the same successor)", body = TokenResponse),
-        (status = 400, description = "Malformed body", body = crate::http::openapi::Problem),
-        (status = 401, description = "Invalid, expired, revoked or replayed (a replay revokes the whole session), or from another device", body = crate::http::openapi::Problem),
-        (status = 403, description = "Cookie refresh without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
-        (status = 503, description = "Retry after `Retry-After`", body = crate::http::openapi::Problem),
+        (status = 400, description = "Malformed body", body = Problem),
+        (status = 401, description = "Invalid, expired, revoked or replayed (a replay revokes the whole session), or from another device", body = Problem),
+        (status = 403, description = "Cookie refresh without a valid CSRF token or from a foreign origin", body = Problem),
+        (status = 503, description = "Retry after `Retry-After`", body = Problem),
     ))]
 pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -326,8 +211,7 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::By
     if from_cookie {
         require_csrf(&req, &state, token.family, Via::Cookie, state.clock.now())?;
     }
-    let client = state.clients.client(&req);
-    match state.gateway.refresh(token, client.device).await? {
+    match state.gateway.call(Refresh { token, device: state.clients.device(&req) }).await? {
         RefreshOutcome::Rotated(grant) => {
             count("tessera_refresh_total", "rotated");
             tokens(&state, &req, &grant, transport)
@@ -366,10 +250,10 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::By
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 400, description = "Unknown scope", body = crate::http::openapi::Problem),
-        (status = 401, description = "Invalid access token", body = crate::http::openapi::Problem),
-        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
-        (status = 503, description = "Retry after `Retry-After`", body = crate::http::openapi::Problem),
+        (status = 400, description = "Unknown scope", body = Problem),
+        (status = 401, description = "Invalid access token", body = Problem),
+        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = Problem),
+        (status = 503, description = "Retry after `Retry-After`", body = Problem),
     ))]
 pub async fn logout(
     state: web::Data<AppState>,
@@ -387,12 +271,12 @@ pub async fn logout(
     require_csrf(&req, &state, caller.family, caller.via, now)?;
     match scope {
         "all" => {
-            state.gateway.logout_all(caller.user).await?;
+            state.gateway.call(LogoutAll { user: caller.user }).await?;
         }
         "others" => {
-            state.gateway.logout_others(caller.user, caller.family).await?;
+            state.gateway.call(LogoutOthers { user: caller.user, keep: caller.family }).await?;
         }
-        _ => match state.gateway.logout(caller.user, caller.family).await? {
+        _ => match state.gateway.call(Logout { user: caller.user, family: caller.family }).await? {
             LogoutOutcome::LoggedOut | LogoutOutcome::AlreadyLoggedOut => {}
             LogoutOutcome::NotFound => return Err(ApiError::InvalidToken("the session has ended")),
         },
@@ -404,14 +288,6 @@ pub async fn logout(
         clear_cookies(&state, &req, &mut response);
     }
     Ok(response.finish())
-}
-
-/// Expires every Tessera cookie and asks the browser to drop the origin's cookies.
-pub(crate) fn clear_cookies(state: &AppState, req: &HttpRequest, response: &mut actix_web::HttpResponseBuilder) {
-    for cookie in state.cookies.cleared(req) {
-        response.cookie(cookie);
-    }
-    response.insert_header(("clear-site-data", "\"cookies\""));
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -426,11 +302,9 @@ pub struct VerifyQuery {
 async fn strong_read(state: &AppState, query: &VerifyQuery) -> Result<(), ApiError> {
     match query.consistency.as_deref() {
         None | Some("local") => Ok(()),
-        Some("strong") => state
-            .node
-            .linearize(std::time::Duration::from_secs(2))
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string())),
+        Some("strong") => {
+            state.replica.catch_up().await.map_err(|e| ApiError::unavailable_because(Unavailable::CatchUp, e))
+        }
         Some(_) => Err(ApiError::BadRequest("consistency must be `local` or `strong`".into())),
     }
 }
@@ -439,8 +313,8 @@ async fn strong_read(state: &AppState, query: &VerifyQuery) -> Result<(), ApiErr
 #[utoipa::path(get, path = "/v1/verify", tag = "tokens", params(VerifyQuery), security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The token's claims", body = AccessClaims),
-        (status = 401, description = "Invalid, expired or revoked", body = crate::http::openapi::Problem),
-        (status = 503, description = "This node is out of touch with the leader (fails closed); retry after `Retry-After`", body = crate::http::openapi::Problem),
+        (status = 401, description = "Invalid, expired or revoked", body = Problem),
+        (status = 503, description = "This node is out of touch with the leader (fails closed); retry after `Retry-After`", body = Problem),
     ))]
 pub async fn verify(
     state: web::Data<AppState>,
@@ -494,17 +368,17 @@ pub async fn verify_head(
 #[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = Me),
-        (status = 401, description = "Invalid access token", body = crate::http::openapi::Problem),
+        (status = 401, description = "Invalid access token", body = Problem),
     ))]
 pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state, state.clock.now()).await?;
-    match state.node.get(&keys::user(caller.user)).map_err(ApiError::internal)?.map(|v| v.value) {
-        Some(Record::Identity(identity)) => Ok(no_store(HttpResponse::Ok()).json(Me {
+    match queries::identity(&*state.replica, caller.user)? {
+        Some(identity) => Ok(no_store(HttpResponse::Ok()).json(Me {
             user_id: identity.user.to_string(),
             email: identity.email.to_string(),
             created_at: identity.created_at.as_secs(),
         })),
-        _ => Err(ApiError::InvalidToken("the session has ended")),
+        None => Err(ApiError::InvalidToken("the session has ended")),
     }
 }
 
@@ -549,19 +423,19 @@ pub struct Unlocked {
     security(("admin" = [])),
     responses(
         (status = 200, body = Unlocked),
-        (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::Problem),
-        (status = 404, description = "No such user", body = crate::http::openapi::Problem),
+        (status = 401, description = "Missing or wrong admin token", body = Problem),
+        (status = 404, description = "No such user", body = Problem),
     ))]
 pub async fn unlock(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !crate::http::admin::admin_authorized(&req, &state.admin_token) {
+    if !admin_authorized(&req, &state.admin_token) {
         return Err(ApiError::InvalidToken("an admin token is required"));
     }
     let user = UserId::parse(&path).ok_or_else(|| ApiError::BadRequest("not a user id".into()))?;
-    match state.gateway.unlock(user).await? {
+    match state.gateway.call(Unlock { user }).await? {
         UnlockOutcome::Unlocked => Ok(no_store(HttpResponse::Ok()).json(Unlocked { was_locked: true })),
         UnlockOutcome::WasNotLocked => Ok(no_store(HttpResponse::Ok()).json(Unlocked { was_locked: false })),
         UnlockOutcome::NoSuchUser => Err(ApiError::NotFound),

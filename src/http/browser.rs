@@ -4,17 +4,17 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use tessera_actors::Record;
-use tessera_actors::domain::{FamilyId, password};
-use tessera_actors::protocol::{LoginStart, LoginSubject, LogoutOutcome, PasswordChange, PasswordOutcome};
-use tessera_actors::queries::live_families;
-use tessera_actors::record::keys;
+use tessera_actors::domain::{FamilyId, Verified, password};
+use tessera_actors::family_actor::Logout;
+use tessera_actors::identity_actor::{AbandonLogin, BeginLogin, ChangePassword};
+use tessera_actors::protocol::{LoginStart, LoginSubject, LogoutOutcome, PasswordOutcome};
+use tessera_actors::queries::{self, live_families};
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::{Transport, check_guess, clear_cookies, tokens};
-use crate::http::client::{Via, authenticate, require_csrf};
+use crate::error::{ApiError, Problem};
+use crate::http::caller::{Via, authenticate, require_csrf};
+use crate::http::session::{TokenResponse, Transport, check_guess, clear_cookies, tokens};
+use crate::http::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct CsrfToken {
@@ -26,7 +26,7 @@ pub struct CsrfToken {
 #[utoipa::path(get, path = "/v1/csrf", tag = "sessions", security(("cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, body = CsrfToken),
-        (status = 401, description = "Not signed in", body = crate::http::openapi::Problem),
+        (status = 401, description = "Not signed in", body = Problem),
     ))]
 pub async fn csrf_token(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
@@ -58,12 +58,12 @@ pub struct SessionView {
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", security(("cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, body = [SessionView]),
-        (status = 401, description = "Not signed in", body = crate::http::openapi::Problem),
+        (status = 401, description = "Not signed in", body = Problem),
     ))]
 pub async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let caller = authenticate(&req, &state, now).await?;
-    let (live, _) = live_families(&*state.replica, caller.user, now).map_err(ApiError::internal)?;
+    let (live, _) = live_families(&*state.replica, caller.user, now)?;
     let sessions: Vec<SessionView> = live
         .into_iter()
         .map(|f| SessionView {
@@ -83,9 +83,9 @@ pub async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Resu
     params(("session_id" = String, Path, description = "A session id from `GET /v1/sessions`")),
     responses(
         (status = 204, description = "Ended"),
-        (status = 401, description = "Not signed in", body = crate::http::openapi::Problem),
-        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
-        (status = 404, description = "No such session of the caller", body = crate::http::openapi::Problem),
+        (status = 401, description = "Not signed in", body = Problem),
+        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = Problem),
+        (status = 404, description = "No such session of the caller", body = Problem),
     ))]
 pub async fn revoke_session(
     state: web::Data<AppState>,
@@ -96,7 +96,7 @@ pub async fn revoke_session(
     let caller = authenticate(&req, &state, now).await?;
     require_csrf(&req, &state, caller.family, caller.via, now)?;
     let target = FamilyId::parse(&path).ok_or(ApiError::NotFound)?;
-    match state.gateway.logout(caller.user, target).await? {
+    match state.gateway.call(Logout { user: caller.user, family: target }).await? {
         LogoutOutcome::LoggedOut | LogoutOutcome::AlreadyLoggedOut => {}
         LogoutOutcome::NotFound => return Err(ApiError::NotFound),
     }
@@ -125,11 +125,11 @@ pub struct PasswordChangeRequest {
 #[utoipa::path(post, path = "/v1/password", tag = "users", request_body = PasswordChangeRequest,
     security(("cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Changed; the session's new tokens", body = crate::http::auth::TokenResponse),
-        (status = 400, description = "The new password breaks the policy (the detail says why)", body = crate::http::openapi::Problem),
-        (status = 401, description = "Wrong current password, or not signed in", body = crate::http::openapi::Problem),
-        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = crate::http::openapi::Problem),
-        (status = 429, description = "Too many wrong passwords; see `Retry-After`", body = crate::http::openapi::Problem),
+        (status = 200, description = "Changed; the session's new tokens", body = TokenResponse),
+        (status = 400, description = "The new password breaks the policy (the detail says why)", body = Problem),
+        (status = 401, description = "Wrong current password, or not signed in", body = Problem),
+        (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = Problem),
+        (status = 429, description = "Too many wrong passwords; see `Retry-After`", body = Problem),
     ))]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -141,13 +141,13 @@ pub async fn change_password(
     require_csrf(&req, &state, caller.family, caller.via, now)?;
     let PasswordChangeRequest { current_password, new_password, revoke_other_sessions } = body.into_inner();
     password::within_bounds(&current_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let email = match state.node.get(&keys::user(caller.user)).map_err(ApiError::internal)?.map(|v| v.value) {
-        Some(Record::Identity(identity)) => identity.email,
-        _ => return Err(ApiError::InvalidToken("the session has ended")),
+    let email = match queries::identity(&*state.replica, caller.user)? {
+        Some(identity) => identity.email,
+        None => return Err(ApiError::InvalidToken("the session has ended")),
     };
     state.password_policy.check(&new_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = state.clients.client(&req);
-    let (permit, hash, credential_version) = match state.gateway.begin_login(email, client.ip).await? {
+    let (permit, hash, credential_version) = match state.gateway.call(BeginLogin { email, ip: client.ip }).await? {
         LoginStart::Permit { subject: LoginSubject::Account(user), permit, password_hash, credential_version }
             if user == caller.user =>
         {
@@ -155,7 +155,7 @@ pub async fn change_password(
         }
         LoginStart::Permit { subject, permit, .. } => {
             // The address no longer belongs to the caller: give the permit back.
-            let _ = state.gateway.abandon_login(subject, permit).await;
+            let _ = state.gateway.call(AbandonLogin { subject, permit }).await;
             return Err(ApiError::InvalidToken("the session has ended"));
         }
         LoginStart::Wait { retry_after_secs } => return Err(ApiError::TooManyAttempts { retry_after_secs }),
@@ -165,16 +165,15 @@ pub async fn change_password(
         return Err(ApiError::InvalidGrant("the current password is wrong"));
     }
     let new_hash = state.passwords.hash(SecretString::from(new_password)).await?;
-    let change = PasswordChange {
+    let change = ChangePassword {
         user: caller.user,
-        permit,
-        credential_version,
+        verified: Verified { permit, credential_version },
         new_hash,
         current: caller.family,
         device: client.device,
         revoke_others: revoke_other_sessions.unwrap_or(true),
     };
-    match state.gateway.change_password(change).await? {
+    match state.gateway.call(change).await? {
         PasswordOutcome::Changed(grant) => {
             let transport = if caller.via == Via::Cookie { Transport::Cookie } else { Transport::Body };
             tokens(&state, &req, &grant, transport)

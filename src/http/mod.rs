@@ -1,56 +1,27 @@
-//! The public HTTP API: routing, extractor limits and the pieces every response shares.
+//! The public HTTP API: routing and extractor limits.
+//!
+//! Modules, bottom up: what a request says about its client (`client`, `cookies`, `csrf`,
+//! `request_id`), the state handlers share (`state`), who is calling (`caller`), the session
+//! sequence login and password change share (`session`), the handlers (`auth`, `browser`,
+//! `ops`, and `admin` on the peer listener), and the OpenAPI document (`openapi`).
 
 pub mod admin;
 pub mod auth;
 pub mod browser;
+pub mod caller;
 pub mod client;
 pub mod cookies;
 pub mod csrf;
 pub mod openapi;
 pub mod ops;
 pub mod request_id;
-
-use std::sync::Arc;
-use std::time::Instant;
+pub mod session;
+pub mod state;
 
 use actix_web::error::JsonPayloadError;
 use actix_web::web;
-use metrics_exporter_prometheus::PrometheusHandle;
-use tessera_actors::domain::PasswordPolicy;
-use tessera_actors::ports::{Clock, Entropy};
-use tessera_actors::{Record, Registry};
-use tessera_cluster::ClusterNode;
 
-use crate::config::Secret;
 use crate::error::ApiError;
-use crate::gateway::Gateway;
-use crate::passwords::Passwords;
-use crate::tokens::AccessTokens;
-
-/// Shared by every handler of the public listener.
-pub struct AppState {
-    pub node: ClusterNode<Record>,
-    pub gateway: Gateway,
-    pub registry: Arc<Registry>,
-    pub passwords: Arc<Passwords>,
-    pub tokens: Arc<AccessTokens>,
-    pub clock: Arc<dyn Clock>,
-    pub entropy: Arc<dyn Entropy>,
-    /// How requests map to devices and client networks.
-    pub clients: client::ClientPolicy,
-    pub cookies: cookies::CookiePolicy,
-    pub csrf: csrf::Csrf,
-    /// Exact-match browser origins allowed with credentials.
-    pub cors_origins: Vec<String>,
-    /// The local replica, for reads the domain defines (session lists).
-    pub replica: Arc<dyn tessera_actors::ports::Replicator>,
-    pub password_policy: PasswordPolicy,
-    /// Reads fail closed on a node out of touch with a leader for longer than this.
-    pub max_staleness: std::time::Duration,
-    pub admin_token: Secret,
-    pub metrics: PrometheusHandle,
-    pub started: Instant,
-}
 
 /// Malformed, mistyped or oversized JSON is a 400 problem, never a 500.
 fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {

@@ -2,25 +2,8 @@
 //! `/openapi.json`. A test checks that every route the server answers is in it.
 
 use actix_web::HttpResponse;
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
-
-/// RFC 9457 problem details, as every error is reported.
-#[derive(Serialize, ToSchema)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    #[schema(example = "about:blank")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: Option<String>,
-    /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`,
-    /// `email_taken`, `session_limit`, `slow_down`, `access_denied` (CSRF or origin),
-    /// `not_found`, `temporarily_unavailable`, `server_error`.
-    #[schema(example = "invalid_grant")]
-    pub error: String,
-}
+use utoipa::{Modify, OpenApi};
 
 struct BearerAuth;
 

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::http::AppState;
+use crate::http::state::AppState;
 
 /// The process is up and serving HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
@@ -30,8 +30,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         reasons.push("no signing key loaded yet".to_string());
     }
     if !status.store.reachable {
-        reasons
-            .push(format!("snapshot store unreachable: {}", status.store.last_error.as_deref().unwrap_or("no answer")));
+        // The store's own error text is in the log and the operator view (`/v1/cluster`).
+        reasons.push("snapshot store unreachable".to_string());
     }
     let body = json!({ "ready": reasons.is_empty(), "reasons": reasons });
     let mut response = if reasons.is_empty() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };

@@ -1,12 +1,15 @@
-//! Every request gets an id: the caller's `X-Request-Id` if it is sane, else a fresh UUID.
-//! The id is on the request's tracing span (so on every log line it causes) and is echoed in
-//! the response.
+//! Every request gets an id: the caller's `X-Request-Id` if it is sane, else a fresh UUID (v4,
+//! from the node's entropy, registered as [`RequestIds`]). The id is on the request's tracing
+//! span (so on every log line it causes) and is echoed in the response.
+
+use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage};
+use actix_web::{Error, HttpMessage, web};
+use tessera_actors::ports::{Entropy, random};
 use tracing::Instrument;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -14,6 +17,15 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// The request's id, available to handlers through request extensions.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
+
+/// Where generated ids come from (app data of the listener).
+pub struct RequestIds(pub Arc<dyn Entropy>);
+
+impl RequestIds {
+    fn generate(&self) -> String {
+        uuid::Builder::from_random_bytes(random(&*self.0)).into_uuid().to_string()
+    }
+}
 
 fn acceptable(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
@@ -24,10 +36,11 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
 }
 
 pub async fn middleware(
+    ids: web::Data<RequestIds>,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = req.headers().get(&HEADER).and_then(acceptable).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = req.headers().get(&HEADER).and_then(acceptable).unwrap_or_else(|| ids.generate());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     // A probe answering 503 is a node saying it is not ready (starting, out of touch with the

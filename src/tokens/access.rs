@@ -17,10 +17,9 @@ use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode}
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tessera_actors::Record;
 use tessera_actors::domain::{FamilyId, Generation, Millis, UserId};
+use tessera_actors::ports::Replicator;
 use tessera_actors::protocol::SessionGrant;
-use tessera_cluster::ClusterNode;
 use utoipa::ToSchema;
 
 use super::keyring::KeyRing;
@@ -127,7 +126,8 @@ pub struct Issuer {
 
 pub struct AccessTokens {
     keyring: Arc<KeyRing>,
-    node: ClusterNode<Record>,
+    /// The local replica, to pick up keys created moments ago.
+    replica: Arc<dyn Replicator>,
     issuer: Issuer,
     audience: String,
     ttl: Duration,
@@ -138,7 +138,7 @@ pub struct AccessTokens {
 impl AccessTokens {
     pub fn new(
         keyring: Arc<KeyRing>,
-        node: ClusterNode<Record>,
+        replica: Arc<dyn Replicator>,
         issuer: Issuer,
         audience: String,
         ttl: Duration,
@@ -151,7 +151,7 @@ impl AccessTokens {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = leeway.as_secs();
-        AccessTokens { keyring, node, issuer, audience, ttl, validation, cache: VerifiedCache::new(cache_entries) }
+        AccessTokens { keyring, replica, issuer, audience, ttl, validation, cache: VerifiedCache::new(cache_entries) }
     }
 
     pub fn issuer(&self) -> String {
@@ -177,7 +177,7 @@ impl AccessTokens {
     pub fn mint(&self, grant: &SessionGrant, now: Millis, jti: [u8; 16]) -> Result<String, TokenError> {
         let keys = self.keyring.current();
         let Some(active) = keys.active.clone() else {
-            self.keyring.reload_if_stale(&self.node, Duration::from_millis(200));
+            self.keyring.reload_if_stale(&*self.replica, Duration::from_millis(200));
             return Err(TokenError::NoSigningKey);
         };
         let iat = now.as_secs();
@@ -220,7 +220,7 @@ impl AccessTokens {
             Some(key) => key.clone(),
             None => {
                 // A key created moments ago may not be loaded here yet.
-                self.keyring.reload_if_stale(&self.node, Duration::from_secs(1));
+                self.keyring.reload_if_stale(&*self.replica, Duration::from_secs(1));
                 self.keyring.current().verifying.get(&kid).cloned().ok_or(TokenError::Invalid("unknown kid"))?
             }
         };

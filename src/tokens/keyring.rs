@@ -1,5 +1,7 @@
-//! Signing keys: created once by the leader, replicated sealed, unsealed in memory on every
-//! node, published as JWKS.
+//! Signing keys' cryptography: generating and sealing them (the [`KeyMaker`] the leader's
+//! provisioning uses), and the in-memory ring every node rebuilds from the replicated key
+//! records (unsealed, published as JWKS). Which keys exist and which one signs is decided in
+//! `tessera_actors::keys`.
 //!
 //! The private half of each Ed25519 key is sealed with XChaCha20-Poly1305 under the cluster's
 //! key-encryption key (the kid is the associated data, so a sealed key cannot be swapped
@@ -20,20 +22,18 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tessera_actors::Record;
 use tessera_actors::domain::Millis;
-use tessera_actors::ports::{Entropy, random};
+use tessera_actors::keys::{KeyMaker, KeySet};
+use tessera_actors::ports::{Entropy, Replicator, random};
+use tessera_actors::protocol::ActorError;
 use tessera_actors::record::{SigningKey, keys};
-use tessera_cluster::{ClusterNode, ProposeError, Txn, TxnOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("signing key {0} does not unseal with this cluster's key-encryption key")]
     Unseal(String),
     #[error("replicated store: {0}")]
-    Store(String),
-    #[error("creating the signing key: {0}")]
-    Propose(#[from] ProposeError),
+    Store(#[from] ActorError),
 }
 
 /// A key that can sign (the active one).
@@ -68,6 +68,18 @@ pub fn thumbprint(public: &[u8; 32]) -> String {
 
 fn cipher(kek: &[u8; 32]) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(kek.into())
+}
+
+/// Makes keys sealed under the cluster's key-encryption key.
+pub struct Sealer {
+    pub entropy: Arc<dyn Entropy>,
+    pub kek: [u8; 32],
+}
+
+impl KeyMaker for Sealer {
+    fn generate(&self, now: Millis) -> SigningKey {
+        generate(&*self.entropy, &self.kek, now)
+    }
 }
 
 /// A fresh Ed25519 key, sealed for storage.
@@ -110,34 +122,26 @@ impl KeyRing {
     }
 
     /// Rebuilds the ring from the local replica if the stored keys changed. Cheap when nothing did.
-    pub fn reload(&self, node: &ClusterNode<Record>) -> Result<(), KeyError> {
+    pub fn reload(&self, replica: &dyn Replicator) -> Result<(), KeyError> {
         *self.last_reload.lock() = Some(Instant::now());
-        let store = |e: tessera_cluster::CodecError| KeyError::Store(e.to_string());
-        let stored = node.scan_prefix(keys::SIGNING_KEY_PREFIX).map_err(store)?;
-        let active = node.get(keys::ACTIVE_SIGNING_KEY).map_err(store)?;
-        let issuer = node.get(keys::ISSUER).map_err(store)?;
-        let mut fingerprint: Vec<(String, u64)> = stored.iter().map(|(k, v)| (k.clone(), v.version)).collect();
-        for (key, value) in [(keys::ACTIVE_SIGNING_KEY, &active), (keys::ISSUER, &issuer)] {
-            if let Some(value) = value {
-                fingerprint.push((key.to_string(), value.version));
-            }
+        let set = KeySet::read(replica)?;
+        let mut fingerprint: Vec<(String, u64)> =
+            set.keys.iter().map(|(key, version)| (keys::signing_key(&key.kid), *version)).collect();
+        if let Some((_, version)) = &set.active {
+            fingerprint.push((keys::ACTIVE_SIGNING_KEY.to_string(), *version));
+        }
+        if let Some((_, version)) = &set.issuer {
+            fingerprint.push((keys::ISSUER.to_string(), *version));
         }
         if fingerprint == self.keys.read().fingerprint {
             return Ok(());
         }
-        let active_kid = match active.map(|v| v.value) {
-            Some(Record::ActiveSigningKey(kid)) => Some(kid),
-            _ => None,
-        };
-        let issuer = match issuer.map(|v| v.value) {
-            Some(Record::Issuer(issuer)) => Some(issuer),
-            _ => None,
-        };
+        let active_kid = set.active.map(|(kid, _)| kid);
+        let issuer = set.issuer.map(|(issuer, _)| issuer);
         let mut verifying = HashMap::new();
         let mut published = Vec::new();
         let mut signing = None;
-        for (_, versioned) in stored {
-            let Record::SigningKey(key) = versioned.value else { continue };
+        for (key, _) in set.keys {
             if active_kid.as_deref() == Some(key.kid.as_str()) {
                 let seed = unseal(&self.kek, &key)?;
                 signing = Some(Arc::new(ActiveKey { kid: key.kid.clone(), encoding: EncodingKey::from_ed_der(&seed) }));
@@ -159,60 +163,11 @@ impl KeyRing {
     }
 
     /// Reloads at most once per `every` (for unknown `kid`s presented by clients).
-    pub fn reload_if_stale(&self, node: &ClusterNode<Record>, every: Duration) {
+    pub fn reload_if_stale(&self, replica: &dyn Replicator, every: Duration) {
         let due = self.last_reload.lock().is_none_or(|at| at.elapsed() >= every);
-        if due && let Err(e) = self.reload(node) {
+        if due && let Err(e) = self.reload(replica) {
             tracing::error!(error = %e, "reloading signing keys failed");
         }
-    }
-}
-
-/// On the leader: creates the cluster's first signing key and records its issuer (`issuer`,
-/// this node's configured or derived one) if either is missing. Exactly one of each wins even
-/// if two leaders race (both are created with an "absent" compare).
-pub async fn ensure_signing_key_and_issuer(
-    node: &ClusterNode<Record>,
-    entropy: &dyn Entropy,
-    kek: &[u8; 32],
-    issuer: &str,
-    now: Millis,
-) -> Result<bool, KeyError> {
-    let store = |e: &dyn std::fmt::Display| KeyError::Store(e.to_string());
-    let has_key = node.get(keys::ACTIVE_SIGNING_KEY).map_err(|e| store(&e))?.is_some();
-    let has_issuer = node.get(keys::ISSUER).map_err(|e| store(&e))?.is_some();
-    if has_key && has_issuer {
-        return Ok(false);
-    }
-    let mut txn = Txn::new();
-    let mut created = None;
-    if !has_key {
-        let key = generate(entropy, kek, now);
-        let kid = key.kid.clone();
-        txn = txn
-            .expect_absent(keys::ACTIVE_SIGNING_KEY)
-            .expect_absent(keys::signing_key(&kid))
-            .put(keys::signing_key(&kid), &Record::SigningKey(key))
-            .and_then(|t| t.put(keys::ACTIVE_SIGNING_KEY, &Record::ActiveSigningKey(kid.clone())))
-            .map_err(|e| store(&e))?;
-        created = Some(kid);
-    }
-    if !has_issuer {
-        txn = txn
-            .expect_absent(keys::ISSUER)
-            .put(keys::ISSUER, &Record::Issuer(issuer.to_string()))
-            .map_err(|e| store(&e))?;
-    }
-    match node.propose(txn).await? {
-        TxnOutcome::Committed { .. } => {
-            if let Some(kid) = created {
-                tracing::info!(%kid, "created the cluster's signing key");
-            }
-            if !has_issuer {
-                tracing::info!(%issuer, "recorded the cluster's token issuer");
-            }
-            Ok(true)
-        }
-        TxnOutcome::Conflict { .. } => Ok(false),
     }
 }
 

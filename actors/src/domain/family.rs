@@ -29,6 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::device::DeviceHash;
+use super::event::Event;
 use super::ids::{FamilyId, Generation, UserId};
 use super::ip::IpPrefix;
 use super::refresh_token::{Pepper, RefreshToken};
@@ -179,6 +180,18 @@ pub enum RefreshVerdict {
     Invalid,
 }
 
+/// What a request to end a session on behalf of a user decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndVerdict {
+    /// Commit `family`.
+    Revoked {
+        family: Family,
+    },
+    AlreadyRevoked,
+    /// The session belongs to someone else: answered as if it did not exist.
+    NotOwner,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RevokeVerdict {
     /// Commit `family`.
@@ -186,6 +199,29 @@ pub enum RevokeVerdict {
         family: Family,
     },
     AlreadyRevoked,
+}
+
+impl RefreshVerdict {
+    /// The security events of this verdict on session `id` (whose state before the refresh is
+    /// `family`), for a token of generation `presented` from `device`.
+    pub fn events(&self, id: FamilyId, family: &Family, presented: Generation, device: DeviceHash) -> Vec<Event> {
+        let (user, session) = (family.user, id);
+        match self {
+            RefreshVerdict::Rotated { .. } if device != family.login_device => {
+                vec![Event::DeviceMismatch { user, session, refused: false }]
+            }
+            RefreshVerdict::Replayed { .. } => vec![
+                Event::ReplayDetected { user, session, presented },
+                Event::SessionRevoked { user, session, reason: RevokeReason::Replay },
+            ],
+            RefreshVerdict::ForeignDevice => vec![Event::DeviceMismatch { user, session, refused: true }],
+            RefreshVerdict::Rotated { .. }
+            | RefreshVerdict::Grace { .. }
+            | RefreshVerdict::Expired
+            | RefreshVerdict::Revoked
+            | RefreshVerdict::Invalid => Vec::new(),
+        }
+    }
 }
 
 /// Whether an access token of generation `generation` may still be honoured.
@@ -297,6 +333,17 @@ impl Family {
         match self.revoked {
             Some(_) => RevokeVerdict::AlreadyRevoked,
             None => RevokeVerdict::Revoked { family: self.revoked_at(now, reason) },
+        }
+    }
+
+    /// Ends the session on behalf of `owner` (a logout, or one's own session list).
+    pub fn end_for(&self, owner: UserId, now: Millis, reason: RevokeReason) -> EndVerdict {
+        if self.user != owner {
+            return EndVerdict::NotOwner;
+        }
+        match self.revoke(now, reason) {
+            RevokeVerdict::Revoked { family } => EndVerdict::Revoked { family },
+            RevokeVerdict::AlreadyRevoked => EndVerdict::AlreadyRevoked,
         }
     }
 
@@ -626,6 +673,31 @@ mod tests {
         let absolute_end = T0.saturating_add(policy().absolute);
         assert!(!active.collectable(Millis(absolute_end.saturating_add(retention).0 - 1), &policy()));
         assert!(active.collectable(absolute_end.saturating_add(retention), &policy()));
+    }
+
+    #[test]
+    fn only_the_owner_ends_a_session() {
+        let family = fresh();
+        assert_eq!(family.end_for(UserId([6; 16]), later(1), RevokeReason::Logout), EndVerdict::NotOwner);
+        let EndVerdict::Revoked { family: ended } = family.end_for(family.user, later(1), RevokeReason::Logout) else {
+            panic!("the owner ends it")
+        };
+        assert_eq!(ended.end_for(family.user, later(2), RevokeReason::Logout), EndVerdict::AlreadyRevoked);
+    }
+
+    #[test]
+    fn a_replay_and_a_foreign_device_are_security_events() {
+        let g2 = rotate(&fresh(), later(1), PHONE);
+        let replay = g2.refresh(ID, &token(&g2, 1), LAPTOP, later(20), &policy(), &pepper());
+        let actions: Vec<_> = replay.events(ID, &g2, Generation(1), LAPTOP).iter().map(Event::action).collect();
+        assert_eq!(actions, vec!["session.replay_detected", "session.revoked"]);
+        let rotated = g2.refresh(ID, &token(&g2, 2), PHONE, later(21), &policy(), &pepper());
+        assert!(rotated.events(ID, &g2, Generation(2), PHONE).is_empty(), "a normal refresh is a metric, not an event");
+        let elsewhere = g2.refresh(ID, &token(&g2, 2), LAPTOP, later(21), &policy(), &pepper());
+        assert_eq!(
+            elsewhere.events(ID, &g2, Generation(2), LAPTOP),
+            vec![Event::DeviceMismatch { user: g2.user, session: ID, refused: false }]
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::time::Millis;
+use super::time::{Millis, whole_seconds};
 
 /// Hard ceiling on consecutive failures without a lock, whatever the configuration.
 pub const MAX_THRESHOLD: u32 = 100;
@@ -96,6 +96,20 @@ pub enum PermitVerdict {
     Throttled { retry_after: Duration },
     /// Locked until `until`, or until an administrator unlocks (`None`).
     Locked { until: Option<Millis> },
+}
+
+impl PermitVerdict {
+    /// How long to tell a refused client to wait before it asks again, in whole seconds (at
+    /// least one; zero for a granted permit). The same answer whether the account exists or
+    /// not; a permanent lock says to come back after a temporary lock's length.
+    pub fn retry_after_secs(&self, now: Millis, policy: &LockoutPolicy) -> u64 {
+        match self {
+            PermitVerdict::Granted { .. } => 0,
+            PermitVerdict::Throttled { retry_after } => whole_seconds(*retry_after),
+            PermitVerdict::Locked { until: Some(until) } => whole_seconds(until.since(now)),
+            PermitVerdict::Locked { until: None } => whole_seconds(policy.lock),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

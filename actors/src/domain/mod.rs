@@ -5,11 +5,14 @@
 
 pub mod device;
 pub mod email;
+pub mod event;
 pub mod family;
 pub mod guard;
 pub mod identity;
 pub mod ids;
 pub mod ip;
+pub mod keys;
+pub mod login;
 pub mod password;
 pub mod refresh_token;
 pub mod throttle;
@@ -17,15 +20,18 @@ pub mod time;
 
 pub use device::DeviceHash;
 pub use email::{Email, EmailError};
+pub use event::Event;
 pub use family::{
-    AccessVerdict, Amr, DeviceBinding, Family, Opening, RefreshVerdict, Revocation, RevokeReason, RevokeVerdict,
-    SessionPolicy,
+    AccessVerdict, Amr, DeviceBinding, EndVerdict, Family, Opening, RefreshVerdict, Revocation, RevokeReason,
+    RevokeVerdict, SessionPolicy,
 };
 pub use guard::{Attempt, LockoutPolicy, LoginGuard, PermitVerdict, ReportVerdict};
 pub use identity::{CapAction, CapVerdict, Identity, LoginVerdict, SessionCap};
 pub use ids::{FamilyId, Generation, UserId};
 pub use ip::IpPrefix;
+pub use keys::{KeyPlan, KeyRecords};
+pub use login::{ChangeDecision, Checked, Live, LoginDecision, LoginPolicy, NewSession, RegisterDecision, Verified};
 pub use password::{PasswordPolicy, PasswordRejection};
 pub use refresh_token::{Pepper, RefreshToken};
 pub use throttle::{SlidingWindow, WindowPolicy, WindowVerdict};
-pub use time::Millis;
+pub use time::{Millis, whole_seconds};

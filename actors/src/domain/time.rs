@@ -24,6 +24,11 @@ impl Millis {
     }
 }
 
+/// A wait to tell a client: whole seconds, rounded up, at least one.
+pub fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_millis().div_ceil(1000).max(1) as u64
+}
+
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}ms", self.0)

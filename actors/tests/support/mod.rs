@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tessera_actors::domain::{LockoutPolicy, Millis, Pepper, SessionCap, SessionPolicy};
 use tessera_actors::ports::{Clock, Entropy, ReplicaError, Replicator, Write, WriteOutcome};
-use tessera_actors::{ActorContext, Record, Registry, Sessions, ThrottlePolicy};
+use tessera_actors::{ActorContext, Domain, Record, Registry, ThrottlePolicy};
 
 pub struct FakeClock(AtomicU64);
 
@@ -118,6 +118,10 @@ impl Replicator for MemoryStore {
         self.term.lock().is_some()
     }
 
+    fn catch_up(&self) -> BoxFuture<'static, Result<(), ReplicaError>> {
+        Box::pin(futures::future::ready(Ok(())))
+    }
+
     fn confirm_leadership(&self) -> BoxFuture<'static, Result<u64, ReplicaError>> {
         self.confirmations.fetch_add(1, Ordering::SeqCst);
         let term = *self.term.lock();
@@ -136,7 +140,7 @@ pub fn pepper() -> Pepper {
 pub struct World {
     pub clock: Arc<FakeClock>,
     pub store: Arc<MemoryStore>,
-    pub sessions: Sessions,
+    pub domain: Domain,
 }
 
 /// A leader in term 1 with default policies. Must run inside an actix System.
@@ -163,5 +167,5 @@ pub fn world_with(tune: impl FnOnce(&mut ActorContext)) -> World {
     let cx = Arc::new(cx);
     let arbiters = vec![actix::Arbiter::current(), actix::Arbiter::new().handle()];
     let registry = Arc::new(Registry::new(cx, arbiters));
-    World { clock, store, sessions: Sessions::new(registry) }
+    World { clock, store, domain: Domain::new(registry) }
 }

@@ -1,0 +1,181 @@
+//! The `Address` actor: one per email address that a request names without an account behind
+//! it (yet), on the leader.
+//!
+//! - It stands in for an account that does not exist: it answers [`RequestPermit`] and
+//!   [`ReportGuess`] like an `Identity` actor — same rules, same mailbox hop, one replicated
+//!   round trip per message (a compare that never holds) — so neither answers nor timing tell
+//!   whether an account exists. Its guard lives in the registry's bounded [`UnknownLogins`]
+//!   map, not in the actor, so passivating the actor never shortens a lock.
+//! - It serializes registrations of its address ([`Register`]): the rule decides from the
+//!   address's index entry whether it is taken, and the identity is created with a
+//!   compare-and-set that expects the entry absent.
+//!
+//! Operation: [`Register`].
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::commit::{Held, Step, decide_and_commit};
+use crate::context::ActorContext;
+use crate::domain::login::{self, RegisterDecision};
+use crate::domain::{Email, PermitVerdict, UserId};
+use crate::identity_actor::{ReportGuess, RequestPermit, wait};
+use crate::operation::Operation;
+use crate::ports::{Write, WriteOutcome};
+use crate::protocol::{ActorError, LoginStart, LoginSubject, RegisterOutcome};
+use crate::queries;
+use crate::record::{Record, keys};
+use crate::service::Domain;
+use crate::unknown::UnknownLogins;
+
+pub struct Address {
+    email: Email,
+    guards: Arc<UnknownLogins>,
+    cx: Arc<ActorContext>,
+}
+
+impl Actor for Address {
+    type Context = Context<Self>;
+}
+
+impl Address {
+    pub(crate) fn new(email: Email, guards: Arc<UnknownLogins>, cx: Arc<ActorContext>) -> Address {
+        Address { email, guards, cx }
+    }
+}
+
+/// One replicated round trip that changes nothing: where an account's guard is written
+/// through Raft, this takes its place.
+async fn pace(cx: &ActorContext) -> Result<(), ActorError> {
+    match cx.replicator.write(Write::default().expect(keys::PACE, Some(0))).await? {
+        WriteOutcome::Conflict { .. } | WriteOutcome::Committed { .. } => Ok(()),
+    }
+}
+
+impl Handler<RequestPermit> for Address {
+    type Result = AtomicResponse<Self, Result<LoginStart, ActorError>>;
+
+    fn handle(&mut self, _: RequestPermit, _: &mut Context<Self>) -> Self::Result {
+        let (cx, guards, email) = (Arc::clone(&self.cx), Arc::clone(&self.guards), self.email.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                let now = cx.clock.now();
+                match guards.request_permit(&email, now, &cx.lockout) {
+                    PermitVerdict::Granted { permit, .. } => {
+                        pace(&cx).await?;
+                        Ok(LoginStart::Permit {
+                            subject: LoginSubject::Unknown(email),
+                            permit,
+                            password_hash: None,
+                            credential_version: 0,
+                        })
+                    }
+                    refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
+                        Ok(wait(&refused, now, &cx))
+                    }
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<ReportGuess> for Address {
+    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: ReportGuess, _: &mut Context<Self>) -> Self::Result {
+        let (cx, guards, email) = (Arc::clone(&self.cx), Arc::clone(&self.guards), self.email.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                guards.report(&email, msg.permit, msg.attempt, cx.clock.now(), &cx.lockout);
+                pace(&cx).await
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// The address's index entry: whose it is, at which version (`None`: absent).
+#[derive(Clone)]
+struct Entry {
+    email: Email,
+    holder: Option<UserId>,
+    version: Option<u64>,
+}
+
+impl Entry {
+    fn load(cx: &ActorContext, email: &Email) -> Result<Entry, ActorError> {
+        let found = queries::email_entry(&*cx.replicator, email)?;
+        Ok(Entry {
+            email: email.clone(),
+            holder: found.map(|(_, user)| user),
+            version: found.map(|(version, _)| version),
+        })
+    }
+}
+
+impl Held for Entry {
+    fn reload(&self, cx: &ActorContext) -> Result<Option<Entry>, ActorError> {
+        Entry::load(cx, &self.email).map(Some)
+    }
+
+    fn replace(&self, next: &Entry) -> Write {
+        let key = keys::email(&self.email);
+        let write = Write::default().expect(key.clone(), self.version);
+        match next.holder {
+            Some(user) => write.put(key, Record::EmailIndex(user)),
+            None => write.delete(key),
+        }
+    }
+
+    fn committed(&self, next: Entry, version: u64) -> Entry {
+        Entry { version: Some(version), ..next }
+    }
+}
+
+/// Operation (and message): create an account for `email`.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<RegisterOutcome, ActorError>")]
+pub struct Register {
+    pub user: UserId,
+    pub email: Email,
+    pub password_hash: String,
+}
+
+impl Operation for Register {
+    type Reply = RegisterOutcome;
+
+    async fn run(self, domain: &Domain) -> Result<RegisterOutcome, ActorError> {
+        domain.registry().address(&self.email).await?.send(self).await?
+    }
+}
+
+impl Handler<Register> for Address {
+    type Result = AtomicResponse<Self, Result<RegisterOutcome, ActorError>>;
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        let cx = Arc::clone(&self.cx);
+        AtomicResponse::new(Box::pin(
+            async move {
+                let now = cx.clock.now();
+                let entry = Entry::load(&cx, &msg.email)?;
+                let decide = |entry: &Entry| {
+                    Ok(match login::register(entry.holder, msg.user, &msg.email, &msg.password_hash, now) {
+                        RegisterDecision::Create { identity, events } => {
+                            let user = keys::user(msg.user);
+                            let created =
+                                Write::default().expect(user.clone(), None).put(user, Record::Identity(identity));
+                            let next = Entry { holder: Some(msg.user), ..entry.clone() };
+                            Step::commit(next, RegisterOutcome::Registered).also(created).events(events)
+                        }
+                        RegisterDecision::Taken => Step::reply(RegisterOutcome::EmailTaken),
+                    })
+                };
+                decide_and_commit(&cx, entry, decide, || Ok(RegisterOutcome::EmailTaken)).await.1
+            }
+            .into_actor(self),
+        ))
+    }
+}

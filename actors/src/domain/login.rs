@@ -1,0 +1,469 @@
+//! What a verified password leads to: opening a session (login) or replacing the password.
+//!
+//! The node that checked a password under a permit reports the result to the account. Before
+//! anything else the report settles the permit against the guard:
+//!
+//! ```text
+//!   report(permit, verified credential version)
+//!        │
+//!        ├── permit unknown or expired ─────────────────────► NoSuchPermit   (nothing written)
+//!        ├── credential replaced meanwhile, or disabled ────► Refused        failure recorded
+//!        └── current credential ── success recorded, then:
+//!              login:   cap refuses ────────────────────────► CapReached     (not a failure)
+//!                       otherwise ──────────────────────────► Opened         evict the oldest if the
+//!                                                                             cap says so, open a session
+//!              change:  caller's session no longer live ────► SessionEnded
+//!                       otherwise ──────────────────────────► Changed        new hash and credential
+//!                                                                             version, the caller's session
+//!                                                                             reissued, others revoked
+//! ```
+//!
+//! Everything is decided here over plain data; the identity actor reads the inputs from its
+//! state and the replica, draws the new session's id and salt, and commits what is decided in
+//! one compare-and-set write.
+
+use super::device::DeviceHash;
+use super::email::Email;
+use super::event::Event;
+use super::family::{Family, Opening, RevokeReason, RevokeVerdict, SessionPolicy};
+use super::guard::{Attempt, LockoutPolicy, LoginGuard, ReportVerdict};
+use super::identity::{CapVerdict, Identity, LoginVerdict, SessionCap};
+use super::ids::{FamilyId, UserId};
+use super::time::Millis;
+
+/// A live session of the account, as stored.
+#[derive(Clone, Copy, Debug)]
+pub struct Live<'a> {
+    pub id: FamilyId,
+    pub family: &'a Family,
+}
+
+/// A password the edge verified: under which permit, against which credential version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Verified {
+    pub permit: u64,
+    pub credential_version: u32,
+}
+
+/// What reporting a verified password under a permit decides, before anything else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// The permit is unknown or has expired (and was already counted as a failure).
+    NoSuchPermit,
+    /// Counted as a failure: the password was checked against a replaced credential, or the
+    /// account is disabled. Answered exactly like a wrong password.
+    Refused { guard: LoginGuard },
+    /// The success is recorded.
+    Accepted { guard: LoginGuard },
+}
+
+/// Settles the permit of a password that verified.
+pub fn check(
+    identity: &Identity,
+    guard: &LoginGuard,
+    verified: Verified,
+    now: Millis,
+    policy: &LockoutPolicy,
+) -> Checked {
+    let attempt = match identity.accept_login(verified.credential_version) {
+        LoginVerdict::Accepted => Attempt::Succeeded,
+        LoginVerdict::StaleCredential | LoginVerdict::Disabled => Attempt::Failed,
+    };
+    match (guard.report(verified.permit, attempt, now, policy), attempt) {
+        (ReportVerdict::NoSuchPermit, _) => Checked::NoSuchPermit,
+        (ReportVerdict::Recorded { guard }, Attempt::Succeeded) => Checked::Accepted { guard },
+        (ReportVerdict::Recorded { guard }, Attempt::Failed | Attempt::Abandoned) => Checked::Refused { guard },
+    }
+}
+
+/// The events of a recorded failure: the failure, and the lock it caused, if it did.
+pub fn failure_events(user: UserId, before: &LoginGuard, after: &LoginGuard, now: Millis) -> Vec<Event> {
+    let mut events = vec![Event::LoginFailed { user }];
+    if !before.is_locked(now) && after.is_locked(now) {
+        let until = if after.locked_forever { None } else { after.locked_until };
+        events.push(Event::AccountLocked { user, failures: after.failures, until });
+    }
+    events
+}
+
+/// The events of a report that was recorded: a failure and the lock it caused, if it did;
+/// nothing for a check that was never made.
+pub fn report_events(
+    user: UserId,
+    attempt: Attempt,
+    before: &LoginGuard,
+    after: &LoginGuard,
+    now: Millis,
+) -> Vec<Event> {
+    match attempt {
+        Attempt::Failed => failure_events(user, before, after, now),
+        Attempt::Succeeded | Attempt::Abandoned => Vec::new(),
+    }
+}
+
+/// An administrator's unlock: the cleared guard, whether it was locked, and the event.
+pub fn unlock(user: UserId, guard: &LoginGuard, now: Millis) -> (LoginGuard, bool, Vec<Event>) {
+    let was_locked = guard.is_locked(now);
+    (guard.unlocked(), was_locked, vec![Event::AccountUnlocked { user, was_locked }])
+}
+
+/// A new session's identity and starting point, drawn by the shell.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub id: FamilyId,
+    pub opening: Opening,
+}
+
+/// Policies a login is decided under.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginPolicy<'a> {
+    pub lockout: &'a LockoutPolicy,
+    pub cap: &'a SessionCap,
+    pub sessions: &'a SessionPolicy,
+}
+
+// A transient return value, matched at once: boxing the large variant would only add an
+// allocation per login.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginDecision {
+    NoSuchPermit,
+    /// Commit `guard` (a failure); answer as a wrong password.
+    Refused {
+        guard: LoginGuard,
+        events: Vec<Event>,
+    },
+    /// Commit `guard` (a success); the cap refuses the new session.
+    CapReached {
+        guard: LoginGuard,
+    },
+    /// Commit `guard`, the revoked `evicted` sessions and the new session `family` as `id`.
+    Opened {
+        guard: LoginGuard,
+        id: FamilyId,
+        family: Family,
+        evicted: Vec<(FamilyId, Family)>,
+        events: Vec<Event>,
+    },
+}
+
+/// Completes a login whose password verified. `live` are the account's live sessions; `new` is
+/// the session to open if the login succeeds.
+pub fn complete(
+    identity: &Identity,
+    guard: &LoginGuard,
+    verified: Verified,
+    live: &[Live<'_>],
+    new: NewSession,
+    now: Millis,
+    policy: LoginPolicy<'_>,
+) -> LoginDecision {
+    let user = identity.user;
+    let guard = match check(identity, guard, verified, now, policy.lockout) {
+        Checked::NoSuchPermit => return LoginDecision::NoSuchPermit,
+        Checked::Refused { guard: after } => {
+            let events = failure_events(user, guard, &after, now);
+            return LoginDecision::Refused { guard: after, events };
+        }
+        Checked::Accepted { guard } => guard,
+    };
+    let ages: Vec<(FamilyId, Millis)> = live.iter().map(|s| (s.id, s.family.created_at)).collect();
+    let evict = match policy.cap.admit(&ages) {
+        CapVerdict::Deny => return LoginDecision::CapReached { guard },
+        CapVerdict::Open => Vec::new(),
+        CapVerdict::OpenEvicting(evict) => evict,
+    };
+    let evicted = revoke_all(live.iter().filter(|s| evict.contains(&s.id)), now, RevokeReason::Cap);
+    let mut events = vec![Event::LoginSucceeded { user, session: new.id }];
+    events.extend(evicted.iter().map(|(session, _)| Event::SessionRevoked {
+        user,
+        session: *session,
+        reason: RevokeReason::Cap,
+    }));
+    events.push(Event::SessionCreated { user, session: new.id });
+    let family = Family::open(new.opening, now, policy.sessions);
+    LoginDecision::Opened { guard, id: new.id, family, evicted, events }
+}
+
+/// Revokes each of `sessions` that is not revoked yet.
+fn revoke_all<'a>(
+    sessions: impl Iterator<Item = &'a Live<'a>>,
+    now: Millis,
+    reason: RevokeReason,
+) -> Vec<(FamilyId, Family)> {
+    sessions
+        .filter_map(|s| match s.family.revoke(now, reason) {
+            RevokeVerdict::Revoked { family } => Some((s.id, family)),
+            RevokeVerdict::AlreadyRevoked => None,
+        })
+        .collect()
+}
+
+/// A password change the caller asked for, its current password verified under `permit`.
+#[derive(Clone, Debug)]
+pub struct Change<'a> {
+    pub verified: Verified,
+    pub new_hash: &'a str,
+    /// The caller's session: it continues, with a new generation.
+    pub current: FamilyId,
+    pub device: DeviceHash,
+    pub revoke_others: bool,
+}
+
+#[allow(clippy::large_enum_variant)] // as for `LoginDecision`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeDecision {
+    NoSuchPermit,
+    /// Commit `guard` (a failure); answer as a wrong current password.
+    Refused {
+        guard: LoginGuard,
+        events: Vec<Event>,
+    },
+    /// Commit `guard` (a success); the caller's session is no longer live, nothing changes.
+    SessionEnded {
+        guard: LoginGuard,
+    },
+    /// Commit `guard`, `identity`, the caller's reissued session and the revoked others.
+    Changed {
+        guard: LoginGuard,
+        identity: Identity,
+        current: (FamilyId, Family),
+        revoked: Vec<(FamilyId, Family)>,
+        events: Vec<Event>,
+    },
+}
+
+/// Changes the password, in one decision: the guard records the success, the identity takes
+/// the new hash and a new credential version, the caller's session moves to a new generation
+/// (so every refresh token handed out before is superseded) and, unless told otherwise, every
+/// other session of the account is revoked.
+pub fn change_password(
+    identity: &Identity,
+    guard: &LoginGuard,
+    change: &Change<'_>,
+    live: &[Live<'_>],
+    now: Millis,
+    lockout: &LockoutPolicy,
+    sessions: &SessionPolicy,
+) -> ChangeDecision {
+    let user = identity.user;
+    let guard = match check(identity, guard, change.verified, now, lockout) {
+        Checked::NoSuchPermit => return ChangeDecision::NoSuchPermit,
+        Checked::Refused { guard: after } => {
+            let events = failure_events(user, guard, &after, now);
+            return ChangeDecision::Refused { guard: after, events };
+        }
+        Checked::Accepted { guard } => guard,
+    };
+    let Some(current) = live.iter().find(|s| s.id == change.current) else {
+        return ChangeDecision::SessionEnded { guard };
+    };
+    let Some(reissued) = current.family.reissued(now, change.device, sessions) else {
+        return ChangeDecision::SessionEnded { guard };
+    };
+    let revoked = if change.revoke_others {
+        revoke_all(live.iter().filter(|s| s.id != change.current), now, RevokeReason::PasswordChange)
+    } else {
+        Vec::new()
+    };
+    let mut events: Vec<Event> = revoked
+        .iter()
+        .map(|(session, _)| Event::SessionRevoked { user, session: *session, reason: RevokeReason::PasswordChange })
+        .collect();
+    events.push(Event::PasswordChanged { user, others_revoked: change.revoke_others });
+    ChangeDecision::Changed {
+        guard,
+        identity: identity.with_password(change.new_hash.to_string()),
+        current: (current.id, reissued),
+        revoked,
+        events,
+    }
+}
+
+/// What a registration for an address decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegisterDecision {
+    /// Commit the new identity and its email index entry.
+    Create { identity: Identity, events: Vec<Event> },
+    /// The address belongs to an account already.
+    Taken,
+}
+
+/// Registers `email` for `user`, unless `holder` (the account the address belongs to, if
+/// any) says it is taken.
+pub fn register(
+    holder: Option<UserId>,
+    user: UserId,
+    email: &Email,
+    password_hash: &str,
+    now: Millis,
+) -> RegisterDecision {
+    match holder {
+        Some(_) => RegisterDecision::Taken,
+        None => RegisterDecision::Create {
+            identity: Identity::new(user, email.clone(), password_hash.to_string(), now),
+            events: vec![Event::UserRegistered { user }],
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{Amr, CapAction, PermitVerdict};
+
+    const T0: Millis = Millis(1_000_000);
+    const PHONE: DeviceHash = DeviceHash([1; 16]);
+
+    fn identity() -> Identity {
+        Identity::new(UserId([1; 16]), Email::parse("a@example.com").unwrap(), "$argon2id$old".into(), Millis(1))
+    }
+
+    fn permitted(guard: &LoginGuard) -> (LoginGuard, u64) {
+        match guard.request_permit(T0, &LockoutPolicy::default()) {
+            PermitVerdict::Granted { guard, permit } => (guard, permit),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn opening(created: Millis) -> Opening {
+        Opening {
+            user: UserId([1; 16]),
+            salt: [2; 16],
+            device: PHONE,
+            ip_prefix: None,
+            amr: Amr::PASSWORD,
+            auth_time: created,
+            device_label: "phone".into(),
+        }
+    }
+
+    fn session(n: u8, created: Millis) -> (FamilyId, Family) {
+        (FamilyId([n; 16]), Family::open(opening(created), created, &SessionPolicy::default()))
+    }
+
+    fn new_session() -> NewSession {
+        NewSession { id: FamilyId([9; 16]), opening: opening(T0) }
+    }
+
+    fn policy<'a>(cap: &'a SessionCap, lockout: &'a LockoutPolicy, sessions: &'a SessionPolicy) -> LoginPolicy<'a> {
+        LoginPolicy { lockout, cap, sessions }
+    }
+
+    #[test]
+    fn a_login_opens_a_session_and_evicts_the_oldest_beyond_the_cap() {
+        let (guard, permit) = permitted(&LoginGuard::default());
+        let stored = [session(1, Millis(10)), session(2, Millis(5))];
+        let live: Vec<Live<'_>> = stored.iter().map(|(id, family)| Live { id: *id, family }).collect();
+        let cap = SessionCap { max: 2, action: CapAction::EvictOldest };
+        let (lockout, sessions) = (LockoutPolicy::default(), SessionPolicy::default());
+        let decision = complete(
+            &identity(),
+            &guard,
+            Verified { permit, credential_version: 1 },
+            &live,
+            new_session(),
+            T0,
+            policy(&cap, &lockout, &sessions),
+        );
+        let LoginDecision::Opened { guard, id, family, evicted, events } = decision else { panic!("{decision:?}") };
+        assert_eq!((id, family.generation.0, guard.permits.len()), (FamilyId([9; 16]), 1, 0));
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0].0, FamilyId([2; 16]), "the oldest");
+        assert_eq!(evicted[0].1.revoked.map(|r| r.reason), Some(RevokeReason::Cap));
+        assert_eq!(
+            events.iter().map(Event::action).collect::<Vec<_>>(),
+            vec!["login.succeeded", "session.revoked", "session.created"]
+        );
+    }
+
+    #[test]
+    fn a_login_against_a_replaced_credential_is_a_failure_that_can_lock() {
+        let lockout = LockoutPolicy { threshold: 1, ..LockoutPolicy::default() };
+        let guard = match LoginGuard::default().request_permit(T0, &lockout) {
+            PermitVerdict::Granted { guard, .. } => guard,
+            other => panic!("{other:?}"),
+        };
+        let (cap, sessions) = (SessionCap::default(), SessionPolicy::default());
+        let decision = complete(
+            &identity(),
+            &guard,
+            Verified { permit: 0, credential_version: 2 },
+            &[],
+            new_session(),
+            T0,
+            policy(&cap, &lockout, &sessions),
+        );
+        let LoginDecision::Refused { guard, events } = decision else { panic!("{decision:?}") };
+        assert!(guard.is_locked(T0));
+        assert_eq!(events.iter().map(Event::action).collect::<Vec<_>>(), vec!["login.failed", "account.locked"]);
+    }
+
+    #[test]
+    fn a_denying_cap_records_the_success_but_opens_nothing() {
+        let (guard, permit) = permitted(&LoginGuard { failures: 3, ..LoginGuard::default() });
+        let stored = [session(1, Millis(10))];
+        let live: Vec<Live<'_>> = stored.iter().map(|(id, family)| Live { id: *id, family }).collect();
+        let cap = SessionCap { max: 1, action: CapAction::Deny };
+        let (lockout, sessions) = (LockoutPolicy::default(), SessionPolicy::default());
+        let decision = complete(
+            &identity(),
+            &guard,
+            Verified { permit, credential_version: 1 },
+            &live,
+            new_session(),
+            T0,
+            policy(&cap, &lockout, &sessions),
+        );
+        assert!(matches!(decision, LoginDecision::CapReached { guard } if guard.failures == 0));
+        let (cap, unknown) = (SessionCap::default(), 42);
+        let again = complete(
+            &identity(),
+            &guard,
+            Verified { permit: unknown, credential_version: 1 },
+            &[],
+            new_session(),
+            T0,
+            policy(&cap, &lockout, &sessions),
+        );
+        assert_eq!(again, LoginDecision::NoSuchPermit);
+    }
+
+    #[test]
+    fn a_password_change_reissues_the_callers_session_and_revokes_the_others() {
+        let (guard, permit) = permitted(&LoginGuard::default());
+        let stored = [session(1, Millis(10)), session(2, Millis(20))];
+        let live: Vec<Live<'_>> = stored.iter().map(|(id, family)| Live { id: *id, family }).collect();
+        let change = |revoke_others, current| Change {
+            verified: Verified { permit, credential_version: 1 },
+            new_hash: "$argon2id$new",
+            current,
+            device: PHONE,
+            revoke_others,
+        };
+        let (lockout, sessions) = (LockoutPolicy::default(), SessionPolicy::default());
+        let now = T0.saturating_add(Duration::from_secs(1));
+        let decision =
+            change_password(&identity(), &guard, &change(true, FamilyId([2; 16])), &live, now, &lockout, &sessions);
+        let ChangeDecision::Changed { identity: changed, current, revoked, .. } = decision else { panic!() };
+        assert_eq!((changed.credential_version, changed.password_hash.as_str()), (2, "$argon2id$new"));
+        assert_eq!((current.0, current.1.generation.0), (FamilyId([2; 16]), 2));
+        assert_eq!(revoked.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![FamilyId([1; 16])]);
+
+        let kept =
+            change_password(&identity(), &guard, &change(false, FamilyId([2; 16])), &live, now, &lockout, &sessions);
+        assert!(matches!(kept, ChangeDecision::Changed { revoked, .. } if revoked.is_empty()));
+        let ended =
+            change_password(&identity(), &guard, &change(true, FamilyId([7; 16])), &live, now, &lockout, &sessions);
+        assert!(matches!(ended, ChangeDecision::SessionEnded { .. }));
+    }
+
+    #[test]
+    fn an_address_is_registered_once() {
+        let email = Email::parse("a@example.com").unwrap();
+        assert!(matches!(register(None, UserId([1; 16]), &email, "$h", T0), RegisterDecision::Create { .. }));
+        assert_eq!(register(Some(UserId([2; 16])), UserId([1; 16]), &email, "$h", T0), RegisterDecision::Taken);
+    }
+}
