@@ -20,12 +20,14 @@ impl Clock for SystemClock {
     }
 }
 
-/// The operating system's CSPRNG (`getrandom`).
+/// A CSPRNG per thread (`rand`'s `ThreadRng`: ChaCha12, seeded from the operating system and
+/// reseeded from it every 64 KiB of output and after a fork), so ids, salts and keys cost no
+/// system call each.
 pub struct SystemEntropy;
 
 impl Entropy for SystemEntropy {
     fn fill(&self, dest: &mut [u8]) {
-        rand::rngs::OsRng.fill_bytes(dest);
+        rand::thread_rng().fill_bytes(dest);
     }
 }
 
@@ -118,11 +120,10 @@ impl Replicator for ClusterReplicator {
     }
 
     fn leading_term(&self) -> Option<u64> {
-        let leadership = self.node.leadership();
-        leadership.this_node_leads.then_some(leadership.term)
+        self.node.leading_term()
     }
 
     fn holds_lease(&self) -> bool {
-        self.node.leadership().this_node_leads && self.node.staleness().is_some_and(|age| age <= self.lease)
+        self.node.leading_term().is_some() && self.node.staleness().is_some_and(|age| age <= self.lease)
     }
 }

@@ -59,11 +59,10 @@ impl Gateway {
         if !O::REPORTS_A_CHECK {
             self.freeze.check()?;
         }
-        let leadership = self.node.leadership();
-        if leadership.this_node_leads {
+        if self.node.leading_term().is_some() {
             return Ok(self.domain.run(operation).await?);
         }
-        let Some((leader, Some(info))) = leadership.leader else {
+        let Some((leader, Some(info))) = self.node.leadership().leader else {
             return Err(GatewayError::NoLeader(None));
         };
         let envelope: Envelope = (self.timeout.as_millis() as u64, operation.into());

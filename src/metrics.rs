@@ -3,6 +3,16 @@
 
 use std::sync::OnceLock;
 
+/// Increments a counter whose name and labels are the same every time this line runs: its
+/// handle is registered once per call site instead of looked up on every request.
+macro_rules! count {
+    ($name:literal $(, $label:literal => $value:literal)*) => {{
+        static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+        COUNTER.get_or_init(|| metrics::counter!($name $(, $label => $value)*)).increment(1)
+    }};
+}
+pub(crate) use count;
+
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tessera_cluster::ClusterStatus;
 

@@ -98,9 +98,15 @@ impl StoreTuning {
             problems.push("raft.snapshot_every_entries and raft.max_payload_entries must be positive, raft.snapshot_chunk_bytes ≥ 4096".to_string());
         }
         let p = &self.proposer;
-        if p.max_batch_txns == 0 || p.max_in_flight == 0 || p.queue_capacity == 0 || p.write_timeout_ms == 0 {
+        if p.max_batch_txns == 0
+            || p.max_in_flight == 0
+            || p.overlap_batch_txns == 0
+            || p.queue_capacity == 0
+            || p.write_timeout_ms == 0
+        {
             problems.push(
-                "proposer.max_batch_txns, max_in_flight, queue_capacity and write_timeout_ms must be positive"
+                "proposer.max_batch_txns, max_in_flight, overlap_batch_txns, queue_capacity and write_timeout_ms must \
+                 be positive"
                     .to_string(),
             );
         }

@@ -128,16 +128,22 @@ impl PeerClient {
 
     /// For a leader with these voters: time since it sent requests that a majority (itself
     /// included) answered, i.e. how old its proof of leadership is. `None` if it has none.
-    pub fn quorum_age(&self, voters: &BTreeSet<NodeId>) -> Option<Duration> {
-        let needed = voters.len() / 2; // other voters needed for a majority with this one
+    pub fn quorum_age(&self, voters: impl IntoIterator<Item = NodeId>) -> Option<Duration> {
+        let mut count = 0;
+        let mut ages: Vec<Duration> = Vec::new();
+        {
+            let contacts = self.contacts.lock();
+            for voter in voters {
+                count += 1;
+                if voter != self.self_id {
+                    ages.push(contacts.get(&voter).map_or(Duration::MAX, |at| at.elapsed()));
+                }
+            }
+        }
+        let needed = count / 2; // other voters needed for a majority with this one
         if needed == 0 {
             return Some(Duration::ZERO);
         }
-        let mut ages: Vec<Duration> = voters
-            .iter()
-            .filter(|v| **v != self.self_id)
-            .map(|peer| self.since_contact(*peer).unwrap_or(Duration::MAX))
-            .collect();
         ages.sort();
         ages.get(needed - 1).copied().filter(|age| *age != Duration::MAX)
     }
@@ -274,8 +280,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        let voters: BTreeSet<NodeId> = self.sm.state.read().membership().membership().voter_ids().collect();
-        let lease = self.client.quorum_age(&voters).map(|age| age.as_millis().min(u64::MAX as u128) as u64);
+        let voters: Vec<NodeId> = self.sm.state.read().membership().membership().voter_ids().collect();
+        let lease = self.client.quorum_age(voters).map(|age| age.as_millis().min(u64::MAX as u128) as u64);
         let body: AppendBody = (lease, rpc);
         let sent = Instant::now();
         let response = self.call(paths::APPEND, &body, option.hard_ttl()).await;

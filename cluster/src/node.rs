@@ -294,6 +294,14 @@ impl<V: StoreValue> ClusterNode<V> {
             .collect()
     }
 
+    /// The term this node leads in, if it believes it leads (what `leadership` says, without
+    /// looking up the leader's addresses).
+    pub fn leading_term(&self) -> Option<u64> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)).then_some(m.current_term)
+    }
+
     /// Who leads, as this node currently believes.
     pub fn leadership(&self) -> Leadership {
         let metrics = self.inner.raft.metrics();
@@ -318,12 +326,12 @@ impl<V: StoreValue> ClusterNode<V> {
     /// the old one (openraft's leader lease), so with `max_staleness ≤ election_timeout_max`
     /// no node serves a read that a newer leader has already overwritten.
     pub fn staleness(&self) -> Option<Duration> {
-        let leadership = self.leadership();
-        if !leadership.this_node_leads {
+        if self.leading_term().is_none() {
             let applied = self.applied_index().unwrap_or(0);
             return self.inner.peer_service.freshness.lock().age(applied);
         }
-        self.inner.peer_client.quorum_age(&self.voters())
+        let state = self.inner.sm.state.read();
+        self.inner.peer_client.quorum_age(state.membership().membership().voter_ids())
     }
 
     /// The voters of the membership this replica has applied.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::types::{Applied, Command, NodeId, NodeInfo, Raft, RawOp, RawTxn, TxnOutcome};
 
@@ -34,6 +34,9 @@ pub struct ProposerConfig {
     pub max_batch_bytes: usize,
     /// Entries proposed but not yet applied.
     pub max_in_flight: usize,
+    /// Transactions that must be waiting before an entry is proposed while another is in
+    /// flight (1: propose whenever a slot is free).
+    pub overlap_batch_txns: usize,
     /// Transactions waiting for a batch; beyond it callers get `Overloaded` at once.
     pub queue_capacity: usize,
     /// How long a caller waits for its outcome before giving up with `Timeout`.
@@ -46,6 +49,7 @@ impl Default for ProposerConfig {
             max_batch_txns: 512,
             max_batch_bytes: 256 * 1024,
             max_in_flight: 2,
+            overlap_batch_txns: 64,
             queue_capacity: 8192,
             write_timeout_ms: 5_000,
         }
@@ -135,6 +139,9 @@ pub struct Proposer {
     pause: Pause,
     /// One permit per entry in flight.
     slots: Arc<Semaphore>,
+    /// Signalled by callers once `overlap_batch_txns` transactions are queued.
+    backlog: Arc<Notify>,
+    overlap: usize,
     max_in_flight: u32,
     max_bytes: usize,
     write_timeout: Duration,
@@ -162,12 +169,16 @@ impl Proposer {
         let pause = Pause::default();
         let max_in_flight = config.max_in_flight.max(1);
         let slots = Arc::new(Semaphore::new(max_in_flight));
-        tokio::spawn(run(raft, rx, config.clone(), Arc::clone(&stats), pause.clone(), Arc::clone(&slots)));
+        let backlog = Arc::new(Notify::new());
+        let signals = Signals { slots: Arc::clone(&slots), backlog: Arc::clone(&backlog) };
+        tokio::spawn(run(raft, rx, config.clone(), Arc::clone(&stats), pause.clone(), signals));
         Proposer {
             tx,
             stats,
             pause,
             slots,
+            backlog,
+            overlap: config.overlap_batch_txns.max(1),
             max_in_flight: max_in_flight as u32,
             max_bytes: config.max_batch_bytes,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
@@ -185,6 +196,10 @@ impl Proposer {
             mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped("proposer stopped".into()),
         })?;
+        // Enough queued for a second entry to be worth its flush (see the module docs).
+        if self.queue_depth() >= self.overlap {
+            self.backlog.notify_one();
+        }
         match tokio::time::timeout(self.write_timeout, outcome).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Stopped("proposer dropped the request".into())),
@@ -219,50 +234,63 @@ impl Proposer {
     }
 }
 
+/// What wakes the proposer while an entry is in flight.
+struct Signals {
+    /// One permit per entry in flight.
+    slots: Arc<Semaphore>,
+    /// Callers signal when enough is queued for another entry.
+    backlog: Arc<Notify>,
+}
+
 async fn run(
     raft: Raft,
     mut rx: mpsc::Receiver<Pending>,
     config: ProposerConfig,
     stats: Arc<ProposerStats>,
     pause: Pause,
-    slots: Arc<Semaphore>,
+    Signals { slots, backlog }: Signals,
 ) {
-    let mut carried: Option<Pending> = None;
+    // Taken from the queue, not proposed yet (in arrival order).
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    // Signalled whenever an entry in flight finishes.
+    let done = Arc::new(Notify::new());
+    let max_in_flight = config.max_in_flight.max(1);
     loop {
-        let first = match carried.take() {
-            Some(pending) => pending,
-            None => match rx.recv().await {
-                Some(pending) => pending,
+        if waiting.is_empty() {
+            match rx.recv().await {
+                Some(pending) => waiting.push_back(pending),
                 None => return,
-            },
-        };
+            }
+        }
         while pause.active() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Wait for a free slot before draining, so the batch grows while entries are in flight.
+        let in_flight = max_in_flight - slots.available_permits().min(max_in_flight);
+        if in_flight > 0 && waiting.len() + rx.len() < config.overlap_batch_txns {
+            tokio::select! {
+                _ = done.notified() => {}
+                _ = backlog.notified() => {}
+            }
+            continue;
+        }
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
         // A pause that began while waiting for the slot (it drains every slot) wins.
         if pause.active() {
             drop(slot);
-            carried = Some(first);
             continue;
         }
-        let mut bytes = first.size;
-        let mut batch = vec![first];
+        let mut bytes = 0;
+        let mut batch = Vec::new();
         while batch.len() < config.max_batch_txns {
-            match rx.try_recv() {
-                Ok(next) if bytes + next.size > config.max_batch_bytes => {
-                    carried = Some(next);
-                    break;
-                }
-                Ok(next) => {
-                    bytes += next.size;
-                    batch.push(next);
-                }
-                Err(_) => break,
+            let Some(next) = waiting.pop_front().or_else(|| rx.try_recv().ok()) else { break };
+            if !batch.is_empty() && bytes + next.size > config.max_batch_bytes {
+                waiting.push_front(next);
+                break;
             }
+            bytes += next.size;
+            batch.push(next);
         }
         // Callers that gave up already reported "unknown outcome"; proposing their
         // transaction anyway would be correct, skipping it is cheaper.
@@ -271,7 +299,7 @@ async fn run(
             continue;
         }
         stats.record(batch.len());
-        let raft = raft.clone();
+        let (raft, done) = (raft.clone(), Arc::clone(&done));
         tokio::spawn(async move {
             let _slot = slot;
             let (txns, replies): (Vec<RawTxn>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
@@ -297,6 +325,8 @@ async fn run(
                 }
                 Err(RaftError::Fatal(fatal)) => fail_all(replies, ProposeError::Stopped(fatal.to_string())),
             }
+            drop(_slot);
+            done.notify_one();
         });
     }
 }

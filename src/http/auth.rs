@@ -27,6 +27,7 @@ use crate::http::session::{
     TokenResponse, Transport, check_cookie_origin, check_guess, clear_cookies, no_store, tokens,
 };
 use crate::http::state::AppState;
+use crate::metrics::count;
 use crate::tokens::AccessClaims;
 
 /// One answer for every credential failure: unknown email, wrong password, disabled account.
@@ -81,10 +82,6 @@ fn bounded(raw: String) -> Result<SecretString, ApiError> {
     Ok(SecretString::from(raw))
 }
 
-fn count(name: &'static str, outcome: &'static str) {
-    metrics::counter!(name, "outcome" => outcome).increment(1);
-}
-
 /// Register a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = Credentials,
     responses(
@@ -104,7 +101,7 @@ pub async fn register(
     password::within_bounds(&raw_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = state.clients.client(&req);
     if let Admission::Throttled { retry_after_secs } = state.gateway.call(AdmitRegistration { ip: client.ip }).await? {
-        count("tessera_register_total", "throttled");
+        count!("tessera_register_total", "outcome" => "throttled");
         return Err(ApiError::TooManyAttempts { retry_after_secs });
     }
     state.password_policy.check(&raw_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -112,11 +109,11 @@ pub async fn register(
     let user = UserId::from_random(random(&*state.entropy));
     match state.gateway.call(Register { user, email, password_hash: hash }).await? {
         RegisterOutcome::Registered => {
-            count("tessera_register_total", "created");
+            count!("tessera_register_total", "outcome" => "created");
             Ok(no_store(HttpResponse::Created()).json(Registered { user_id: user.to_string() }))
         }
         RegisterOutcome::EmailTaken => {
-            count("tessera_register_total", "taken");
+            count!("tessera_register_total", "outcome" => "taken");
             Err(ApiError::EmailTaken)
         }
     }
@@ -152,26 +149,26 @@ pub async fn login(
                 (subject, permit, password_hash, credential_version)
             }
             LoginStart::Wait { retry_after_secs } => {
-                count("tessera_login_total", "throttled");
+                count!("tessera_login_total", "outcome" => "throttled");
                 return Err(ApiError::TooManyAttempts { retry_after_secs });
             }
         };
     if !check_guess(&state, &subject, permit, password, hash, client.ip).await? {
-        count("tessera_login_total", "failure");
+        count!("tessera_login_total", "outcome" => "failure");
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     }
     let verified = Verified { permit, credential_version };
     match state.gateway.call(CompleteLogin { subject, verified, client }).await? {
         LoginOutcome::Opened(grant) => {
-            count("tessera_login_total", "success");
+            count!("tessera_login_total", "outcome" => "success");
             tokens(&state, &req, &grant, transport)
         }
         LoginOutcome::Rejected => {
-            count("tessera_login_total", "rejected");
+            count!("tessera_login_total", "outcome" => "rejected");
             Err(ApiError::InvalidGrant(BAD_CREDENTIALS))
         }
         LoginOutcome::CapReached => {
-            count("tessera_login_total", "cap_reached");
+            count!("tessera_login_total", "outcome" => "cap_reached");
             Err(ApiError::SessionLimit)
         }
     }
@@ -204,7 +201,7 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::By
         },
     };
     let Some(token) = RefreshToken::parse(&raw) else {
-        count("tessera_refresh_total", "invalid");
+        count!("tessera_refresh_total", "outcome" => "invalid");
         return Err(ApiError::InvalidGrant("the refresh token is invalid"));
     };
     check_cookie_origin(&req, &state, transport)?;
@@ -213,32 +210,32 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::By
     }
     match state.gateway.call(Refresh { token, device: state.clients.device(&req) }).await? {
         RefreshOutcome::Rotated(grant) => {
-            count("tessera_refresh_total", "rotated");
+            count!("tessera_refresh_total", "outcome" => "rotated");
             tokens(&state, &req, &grant, transport)
         }
         RefreshOutcome::Grace(grant) => {
-            count("tessera_refresh_total", "grace");
+            count!("tessera_refresh_total", "outcome" => "grace");
             tokens(&state, &req, &grant, transport)
         }
         RefreshOutcome::Replayed => {
-            count("tessera_refresh_total", "replay");
+            count!("tessera_refresh_total", "outcome" => "replay");
             Err(ApiError::InvalidGrant("the refresh token was already used; the session is revoked"))
         }
         RefreshOutcome::Expired => {
-            count("tessera_refresh_total", "expired");
+            count!("tessera_refresh_total", "outcome" => "expired");
             Err(ApiError::InvalidGrant("the session has expired"))
         }
         RefreshOutcome::Revoked => {
-            count("tessera_refresh_total", "revoked");
+            count!("tessera_refresh_total", "outcome" => "revoked");
             Err(ApiError::InvalidGrant("the session has ended"))
         }
         RefreshOutcome::Invalid => {
-            count("tessera_refresh_total", "invalid");
+            count!("tessera_refresh_total", "outcome" => "invalid");
             Err(ApiError::InvalidGrant("the refresh token is invalid"))
         }
         RefreshOutcome::ForeignDevice => {
-            count("tessera_refresh_total", "foreign_device");
-            metrics::counter!("tessera_device_mismatch_total", "action" => "rejected").increment(1);
+            count!("tessera_refresh_total", "outcome" => "foreign_device");
+            count!("tessera_device_mismatch_total", "action" => "rejected");
             Err(ApiError::InvalidGrant("the session is bound to another device"))
         }
     }
@@ -281,7 +278,7 @@ pub async fn logout(
             LogoutOutcome::NotFound => return Err(ApiError::InvalidToken("the session has ended")),
         },
     }
-    count("tessera_logout_total", scope);
+    metrics::counter!("tessera_logout_total", "outcome" => scope).increment(1);
     tracing::info!(user = %caller.user, session = %caller.family, scope, "logout");
     let mut response = no_store(HttpResponse::NoContent());
     if caller.via == Via::Cookie && scope != "others" {
@@ -324,11 +321,11 @@ pub async fn verify(
     strong_read(&state, &query).await?;
     match authenticate(&req, &state, state.clock.now()).await {
         Ok(caller) => {
-            count("tessera_verify_total", "valid");
-            Ok(no_store(HttpResponse::Ok()).json(&*caller.claims))
+            count!("tessera_verify_total", "outcome" => "valid");
+            Ok(no_store(HttpResponse::Ok()).json(&caller.token.claims))
         }
         Err(e) => {
-            count("tessera_verify_total", "invalid");
+            count!("tessera_verify_total", "outcome" => "invalid");
             Err(e)
         }
     }
@@ -351,14 +348,14 @@ pub async fn verify_head(
     strong_read(&state, &query).await?;
     match authenticate(&req, &state, state.clock.now()).await {
         Ok(caller) => {
-            count("tessera_verify_total", "valid");
+            count!("tessera_verify_total", "outcome" => "valid");
             Ok(no_store(HttpResponse::NoContent())
                 .insert_header(("x-tessera-user", caller.user.to_string()))
                 .insert_header(("x-tessera-session", caller.family.to_string()))
                 .finish())
         }
         Err(e) => {
-            count("tessera_verify_total", "invalid");
+            count!("tessera_verify_total", "outcome" => "invalid");
             Err(e)
         }
     }

@@ -11,7 +11,8 @@ use crate::error::{ApiError, Unavailable};
 use crate::http::client::bearer;
 use crate::http::csrf;
 use crate::http::state::AppState;
-use crate::tokens::AccessClaims;
+use crate::metrics::count;
+use crate::tokens::Verified;
 
 /// How a request authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub enum Via {
 
 /// A request whose access token verified and whose session is live.
 pub struct Authenticated {
-    pub claims: Arc<AccessClaims>,
+    pub token: Arc<Verified>,
     pub user: UserId,
     pub family: FamilyId,
     pub via: Via,
@@ -45,32 +46,30 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> R
             None => return Err(ApiError::InvalidToken("an access token is required (cookie or bearer)")),
         },
     };
-    let claims = state.tokens.verify(&token, now)?;
-    let (Some(user), Some(family)) = (claims.user(), claims.family()) else {
-        return Err(ApiError::InvalidToken("the access token is invalid"));
-    };
+    let token = state.tokens.verify(&token, now)?;
+    let (user, family) = (token.user, token.family);
     let device = match via {
         Via::Cookie => Some(state.clients.device(req)),
         Via::Bearer => None,
     };
-    let generation = claims.generation();
+    let generation = token.claims.generation();
     let access = || session_access(&*state.replica, user, family, generation, device, state.clients.binding, now);
     let mut verdict = access()?;
     if verdict == SessionAccess::Behind {
-        metrics::counter!("tessera_verify_catch_up_total").increment(1);
+        count!("tessera_verify_catch_up_total");
         state.replica.catch_up().await.map_err(|e| ApiError::unavailable_because(Unavailable::CatchUp, e))?;
         verdict = access()?;
     }
     match verdict {
         SessionAccess::Live { other_device } => {
             if other_device {
-                metrics::counter!("tessera_device_mismatch_total", "action" => "logged").increment(1);
+                count!("tessera_device_mismatch_total", "action" => "logged");
                 tracing::warn!(%user, session = %family, "cookie request from another device (binding: log)");
             }
-            Ok(Authenticated { claims, user, family, via })
+            Ok(Authenticated { token, user, family, via })
         }
         SessionAccess::ForeignDevice => {
-            metrics::counter!("tessera_device_mismatch_total", "action" => "rejected").increment(1);
+            count!("tessera_device_mismatch_total", "action" => "rejected");
             tracing::warn!(%user, session = %family, "cookie request from another device refused");
             Err(ApiError::InvalidToken("the session is bound to another device"))
         }
@@ -84,7 +83,7 @@ pub fn fresh_enough(state: &AppState) -> Result<(), ApiError> {
     match state.node.staleness() {
         Some(age) if age <= state.max_staleness => Ok(()),
         _ => {
-            metrics::counter!("tessera_stale_reads_refused_total").increment(1);
+            count!("tessera_stale_reads_refused_total");
             Err(ApiError::unavailable(Unavailable::Stale))
         }
     }
@@ -103,12 +102,12 @@ pub fn require_csrf(
         return Ok(());
     }
     if !csrf::origin_allowed(req, &state.cors_origins) {
-        metrics::counter!("tessera_csrf_rejected_total", "reason" => "origin").increment(1);
+        count!("tessera_csrf_rejected_total", "reason" => "origin");
         return Err(ApiError::Forbidden("the request comes from an origin that is not allowed"));
     }
     let presented = req.headers().get(csrf::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if presented.is_empty() || !state.csrf.verify(family, presented, now) {
-        metrics::counter!("tessera_csrf_rejected_total", "reason" => "token").increment(1);
+        count!("tessera_csrf_rejected_total", "reason" => "token");
         return Err(ApiError::Forbidden("a valid X-CSRF-Token header is required"));
     }
     Ok(())

@@ -72,9 +72,14 @@ pub fn client_ip(req: &HttpRequest, proxies: &[Cidr]) -> Option<IpAddr> {
 
 /// The token in `Authorization: Bearer …`, if any.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, token) = (&value[..space], &value[space + 1..]);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = std::str::from_utf8(token).ok()?.trim();
+    (!token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]

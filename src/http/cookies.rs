@@ -27,6 +27,9 @@ pub struct CookiePolicy {
     settings: CookieSettings,
     /// The dev profile may drop `Secure` for loopback hosts.
     dev: bool,
+    /// The names with `Secure` (and its prefixes), and without (dev on loopback only).
+    secure_names: Names,
+    plain_names: Names,
 }
 
 /// The three cookie names in effect for one request.
@@ -46,6 +49,20 @@ pub struct Issued<'a> {
     pub csrf: &'a str,
 }
 
+/// The cookie names, with `Secure` and its prefixes or without.
+fn names(settings: &CookieSettings, secure: bool) -> Names {
+    let base = &settings.name;
+    if !secure {
+        return Names { access: format!("{base}-at"), refresh: format!("{base}-rt"), csrf: format!("{base}-csrf") };
+    }
+    let host_only = if settings.domain.is_some() { "__Secure-" } else { "__Host-" };
+    Names {
+        access: format!("{host_only}{base}-at"),
+        refresh: format!("__Secure-{base}-rt"),
+        csrf: format!("{host_only}{base}-csrf"),
+    }
+}
+
 fn loopback_host(req: &HttpRequest) -> bool {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     let name = if host.starts_with('[') {
@@ -58,7 +75,9 @@ fn loopback_host(req: &HttpRequest) -> bool {
 
 impl CookiePolicy {
     pub fn new(settings: CookieSettings, dev: bool) -> CookiePolicy {
-        CookiePolicy { settings, dev }
+        let secure_names = names(&settings, true);
+        let plain_names = names(&settings, false);
+        CookiePolicy { settings, dev, secure_names, plain_names }
     }
 
     /// Whether cookies for this request carry `Secure` (always, except dev on loopback).
@@ -67,16 +86,7 @@ impl CookiePolicy {
     }
 
     pub fn names(&self, secure: bool) -> Names {
-        let base = &self.settings.name;
-        if !secure {
-            return Names { access: format!("{base}-at"), refresh: format!("{base}-rt"), csrf: format!("{base}-csrf") };
-        }
-        let host_only = if self.settings.domain.is_some() { "__Secure-" } else { "__Host-" };
-        Names {
-            access: format!("{host_only}{base}-at"),
-            refresh: format!("__Secure-{base}-rt"),
-            csrf: format!("{host_only}{base}-csrf"),
-        }
+        if secure { self.secure_names.clone() } else { self.plain_names.clone() }
     }
 
     fn same_site(&self) -> CookieSameSite {
@@ -145,8 +155,10 @@ impl CookiePolicy {
     }
 
     fn read(&self, req: &HttpRequest, pick: impl Fn(&Names) -> &String) -> Option<String> {
-        let names = self.names(self.secure(req));
-        req.cookie(pick(&names)).map(|c| c.value().to_string()).filter(|v| !v.is_empty())
+        // Most API requests carry no cookie at all: nothing to parse or decide.
+        req.headers().get(header::COOKIE)?;
+        let names = if self.secure(req) { &self.secure_names } else { &self.plain_names };
+        req.cookie(pick(names)).map(|c| c.value().to_string()).filter(|v| !v.is_empty())
     }
 
     pub fn access_token(&self, req: &HttpRequest) -> Option<String> {

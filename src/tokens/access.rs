@@ -75,9 +75,17 @@ pub enum TokenError {
     Signing(String),
 }
 
-/// Verified claims by SHA-256 of the token. Sharded; a full shard is simply emptied.
+/// A token whose signature and claims verified, with its subject and session parsed.
+#[derive(Debug)]
+pub struct Verified {
+    pub claims: AccessClaims,
+    pub user: UserId,
+    pub family: FamilyId,
+}
+
+/// Verified tokens by SHA-256 of the token. Sharded; a full shard is simply emptied.
 struct VerifiedCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], Arc<AccessClaims>>>>,
+    shards: Vec<Mutex<HashMap<[u8; 32], Arc<Verified>>>>,
     per_shard: usize,
 }
 
@@ -91,14 +99,14 @@ impl VerifiedCache {
         }
     }
 
-    fn shard(&self, key: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], Arc<AccessClaims>>> {
+    fn shard(&self, key: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], Arc<Verified>>> {
         &self.shards[key[0] as usize % SHARDS]
     }
 
-    fn get(&self, key: &[u8; 32], now_secs: u64) -> Option<Arc<AccessClaims>> {
+    fn get(&self, key: &[u8; 32], now_secs: u64) -> Option<Arc<Verified>> {
         let mut shard = self.shard(key).lock();
         match shard.get(key) {
-            Some(claims) if claims.exp > now_secs => Some(Arc::clone(claims)),
+            Some(verified) if verified.claims.exp > now_secs => Some(Arc::clone(verified)),
             Some(_) => {
                 shard.remove(key);
                 None
@@ -107,12 +115,12 @@ impl VerifiedCache {
         }
     }
 
-    fn put(&self, key: [u8; 32], claims: Arc<AccessClaims>) {
+    fn put(&self, key: [u8; 32], verified: Arc<Verified>) {
         let mut shard = self.shard(&key).lock();
         if shard.len() >= self.per_shard {
             shard.clear();
         }
-        shard.insert(key, claims);
+        shard.insert(key, verified);
     }
 }
 
@@ -200,7 +208,7 @@ impl AccessTokens {
     }
 
     /// Checks signature and claims (not revocation). Cached per token until `exp`.
-    pub fn verify(&self, token: &str, now: Millis) -> Result<Arc<AccessClaims>, TokenError> {
+    pub fn verify(&self, token: &str, now: Millis) -> Result<Arc<Verified>, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid("too long"));
         }
@@ -228,14 +236,15 @@ impl AccessTokens {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
             _ => TokenError::Invalid("signature or claims"),
         })?;
-        let claims = Arc::new(data.claims);
+        let claims = data.claims;
         if !self.with_issuer(|issuer| claims.iss == issuer) {
             return Err(TokenError::Invalid("issuer"));
         }
-        if claims.user().is_none() || claims.family().is_none() {
+        let (Some(user), Some(family)) = (claims.user(), claims.family()) else {
             return Err(TokenError::Invalid("sub or sid"));
-        }
-        self.cache.put(digest, Arc::clone(&claims));
-        Ok(claims)
+        };
+        let verified = Arc::new(Verified { claims, user, family });
+        self.cache.put(digest, Arc::clone(&verified));
+        Ok(verified)
     }
 }

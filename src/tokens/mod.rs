@@ -4,5 +4,5 @@ pub mod access;
 pub mod keyring;
 pub mod provider;
 
-pub use access::{AccessClaims, AccessTokens, Issuer, TokenError};
+pub use access::{AccessClaims, AccessTokens, Issuer, TokenError, Verified};
 pub use keyring::KeyRing;

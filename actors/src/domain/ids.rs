@@ -59,13 +59,19 @@ impl UserId {
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 36];
+        let mut at = 0;
         for (i, b) in self.0.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
+                text[at] = b'-';
+                at += 1;
             }
-            write!(f, "{b:02x}")?;
+            text[at] = HEX[(b >> 4) as usize];
+            text[at + 1] = HEX[(b & 0xf) as usize];
+            at += 2;
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -78,14 +84,19 @@ impl FamilyId {
         if text.len() != 22 {
             return None;
         }
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        Some(FamilyId(bytes.try_into().ok()?))
+        let mut bytes = [0u8; 18];
+        match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()? {
+            16 => Some(FamilyId(bytes[..16].try_into().ok()?)),
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for FamilyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+        let mut text = [0u8; 22];
+        let written = URL_SAFE_NO_PAD.encode_slice(self.0, &mut text).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&text[..written]).map_err(|_| fmt::Error)?)
     }
 }
 

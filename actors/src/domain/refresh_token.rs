@@ -76,21 +76,29 @@ impl RefreshToken {
             return None;
         }
         let family = FamilyId::parse(family)?;
-        let number: u64 = generation.parse().ok()?;
-        if number == 0 || number.to_string() != generation {
+        // Digits only, no sign and no leading zero: exactly the form tokens are issued in.
+        if !generation.bytes().all(|b| b.is_ascii_digit()) || generation.starts_with('0') {
             return None;
         }
+        let number: u64 = generation.parse().ok()?;
         if mac.len() != 43 {
             return None;
         }
-        let mac: [u8; 32] = URL_SAFE_NO_PAD.decode(mac).ok()?.try_into().ok()?;
+        let mut decoded = [0u8; 33];
+        let mac: [u8; 32] = match URL_SAFE_NO_PAD.decode_slice(mac, &mut decoded).ok()? {
+            32 => decoded[..32].try_into().ok()?,
+            _ => return None,
+        };
         Some(RefreshToken { family, generation: Generation(number), mac })
     }
 }
 
 impl fmt::Display for RefreshToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.family, self.generation, URL_SAFE_NO_PAD.encode(self.mac))
+        let mut mac = [0u8; 43];
+        let written = URL_SAFE_NO_PAD.encode_slice(self.mac, &mut mac).map_err(|_| fmt::Error)?;
+        let mac = std::str::from_utf8(&mac[..written]).map_err(|_| fmt::Error)?;
+        write!(f, "{}.{}.{mac}", self.family, self.generation)
     }
 }
 
