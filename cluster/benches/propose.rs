@@ -132,7 +132,7 @@ fn main() {
             info: NodeInfo { peer_addr: "127.0.0.1:1".into(), public_addr: String::new() },
             data_dir: dir.path().join("data"),
             cluster_name: "bench".into(),
-            tuning: StoreTuning::default(),
+            tuning: bench_tuning(),
             restore: true,
         };
         let node = Node::start(config, b"bench secret", Arc::new(store), None).await.unwrap();
@@ -173,4 +173,13 @@ fn main() {
         }
         node.shutdown().await;
     });
+}
+
+/// The default tuning, with `BENCH_OVERLAP` (if set) as the proposer's overlap threshold.
+fn bench_tuning() -> StoreTuning {
+    let mut tuning = StoreTuning::default();
+    if let Some(overlap) = std::env::var("BENCH_OVERLAP").ok().and_then(|v| v.parse().ok()) {
+        tuning.proposer.overlap_batch_txns = overlap;
+    }
+    tuning
 }

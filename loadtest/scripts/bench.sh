@@ -9,13 +9,18 @@
 #   cargo build --release -p tessera -p tessera-loadtest
 #   loadtest/scripts/bench.sh [output directory]       # SECONDS_PER_RUN=10 by default
 #
+# BIN_DIR=<dir> runs the binaries in <dir> instead of ./target/release (tessera,
+# tessera-loadtest, tessera-ceilings), so a build of an earlier commit can be measured in the
+# same sitting as the current one.
+#
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres) for the cluster part, jq, curl, and
 # nothing else listening on 127.0.0.1:1808[0-3] / 1707[0-3].
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=$(realpath -m "${1:-loadtest-reports/bench-$(date +%Y%m%d-%H%M%S)}")
 SECS=${SECONDS_PER_RUN:-10}
-BIN=./target/release/tessera LT=./target/release/tessera-loadtest CEIL=./target/release/tessera-ceilings
+BIN_DIR=${BIN_DIR:-./target/release}
+BIN=$BIN_DIR/tessera LT=$BIN_DIR/tessera-loadtest CEIL=$BIN_DIR/tessera-ceilings
 DB=tessera_bench
 PSQL="psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q"
 WORK=$(mktemp -d)

@@ -279,7 +279,6 @@ pub async fn logout(
         },
     }
     metrics::counter!("tessera_logout_total", "outcome" => scope).increment(1);
-    tracing::info!(user = %caller.user, session = %caller.family, scope, "logout");
     let mut response = no_store(HttpResponse::NoContent());
     if caller.via == Via::Cookie && scope != "others" {
         clear_cookies(&state, &req, &mut response);

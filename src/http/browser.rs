@@ -100,7 +100,6 @@ pub async fn revoke_session(
         LogoutOutcome::LoggedOut | LogoutOutcome::AlreadyLoggedOut => {}
         LogoutOutcome::NotFound => return Err(ApiError::NotFound),
     }
-    tracing::info!(user = %caller.user, session = %target, "session revoked by its owner");
     let mut response = HttpResponse::NoContent();
     if target == caller.family && caller.via == Via::Cookie {
         clear_cookies(&state, &req, &mut response);
