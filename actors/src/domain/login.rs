@@ -348,8 +348,17 @@ mod tests {
         NewSession { id: FamilyId([9; 16]), opening: opening(T0) }
     }
 
-    fn policy<'a>(cap: &'a SessionCap, lockout: &'a LockoutPolicy, sessions: &'a SessionPolicy) -> LoginPolicy<'a> {
-        LoginPolicy { lockout, cap, sessions }
+    /// A login of `identity()` against `guard`, with a new session ready to open.
+    fn login(
+        guard: &LoginGuard,
+        verified: Verified,
+        live: &[Live<'_>],
+        cap: SessionCap,
+        lockout: LockoutPolicy,
+    ) -> LoginDecision {
+        let sessions = SessionPolicy::default();
+        let policy = LoginPolicy { lockout: &lockout, cap: &cap, sessions: &sessions };
+        complete(&identity(), guard, verified, live, new_session(), T0, policy)
     }
 
     #[test]
@@ -358,16 +367,7 @@ mod tests {
         let stored = [session(1, Millis(10)), session(2, Millis(5))];
         let live: Vec<Live<'_>> = stored.iter().map(|(id, family)| Live { id: *id, family }).collect();
         let cap = SessionCap { max: 2, action: CapAction::EvictOldest };
-        let (lockout, sessions) = (LockoutPolicy::default(), SessionPolicy::default());
-        let decision = complete(
-            &identity(),
-            &guard,
-            Verified { permit, credential_version: 1 },
-            &live,
-            new_session(),
-            T0,
-            policy(&cap, &lockout, &sessions),
-        );
+        let decision = login(&guard, Verified { permit, credential_version: 1 }, &live, cap, LockoutPolicy::default());
         let LoginDecision::Opened { guard, id, family, evicted, events } = decision else { panic!("{decision:?}") };
         assert_eq!((id, family.generation.0, guard.permits.len()), (FamilyId([9; 16]), 1, 0));
         assert_eq!(evicted.len(), 1);
@@ -386,16 +386,8 @@ mod tests {
             PermitVerdict::Granted { guard, .. } => guard,
             other => panic!("{other:?}"),
         };
-        let (cap, sessions) = (SessionCap::default(), SessionPolicy::default());
-        let decision = complete(
-            &identity(),
-            &guard,
-            Verified { permit: 0, credential_version: 2 },
-            &[],
-            new_session(),
-            T0,
-            policy(&cap, &lockout, &sessions),
-        );
+        let decision =
+            login(&guard, Verified { permit: 0, credential_version: 2 }, &[], SessionCap::default(), lockout);
         let LoginDecision::Refused { guard, events } = decision else { panic!("{decision:?}") };
         assert!(guard.is_locked(T0));
         assert_eq!(events.iter().map(Event::action).collect::<Vec<_>>(), vec!["login.failed", "account.locked"]);
@@ -407,28 +399,13 @@ mod tests {
         let stored = [session(1, Millis(10))];
         let live: Vec<Live<'_>> = stored.iter().map(|(id, family)| Live { id: *id, family }).collect();
         let cap = SessionCap { max: 1, action: CapAction::Deny };
-        let (lockout, sessions) = (LockoutPolicy::default(), SessionPolicy::default());
-        let decision = complete(
-            &identity(),
-            &guard,
-            Verified { permit, credential_version: 1 },
-            &live,
-            new_session(),
-            T0,
-            policy(&cap, &lockout, &sessions),
-        );
+        let decision = login(&guard, Verified { permit, credential_version: 1 }, &live, cap, LockoutPolicy::default());
         assert!(matches!(decision, LoginDecision::CapReached { guard } if guard.failures == 0));
-        let (cap, unknown) = (SessionCap::default(), 42);
-        let again = complete(
-            &identity(),
-            &guard,
-            Verified { permit: unknown, credential_version: 1 },
-            &[],
-            new_session(),
-            T0,
-            policy(&cap, &lockout, &sessions),
+        let unknown = Verified { permit: 42, credential_version: 1 };
+        assert_eq!(
+            login(&guard, unknown, &[], SessionCap::default(), LockoutPolicy::default()),
+            LoginDecision::NoSuchPermit
         );
-        assert_eq!(again, LoginDecision::NoSuchPermit);
     }
 
     #[test]
