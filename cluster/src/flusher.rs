@@ -16,7 +16,7 @@ use openraft::ServerState;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::durable::{DurableStore, FlushOutcome, Row, StoreMeta};
+use crate::durable::{Batch, DurableStore, FlushOutcome, Row, StoreMeta};
 use crate::kv::DirtyRow;
 use crate::proposer::Pause;
 use crate::state_machine::Shared;
@@ -138,8 +138,13 @@ impl<V: StoreValue> Flusher<V> {
             state.last_error = result.as_ref().err().map(|e| e.to_string());
         }
         match result {
-            Ok(Flushed { held, wrote_rows: true }) => self.compact(held).await,
-            Ok(Flushed { wrote_rows: false, .. }) => {}
+            // After this tick's rows, or when the replicas still hold what a flush made outside
+            // the loop (`ClusterNode::flush`) already stored. (Not after every flush: the
+            // compaction is an entry of its own, which the next flush would store again.)
+            Ok(Flushed { held, wrote_rows }) if wrote_rows || self.sm.state.read().compactable(held) => {
+                self.compact(held).await
+            }
+            Ok(Flushed { .. }) => {}
             Err(e) => tracing::warn!(error = %e, "snapshot store flush failed; will retry"),
         }
         self.purge_log().await;
@@ -150,9 +155,15 @@ impl<V: StoreValue> Flusher<V> {
     pub async fn flush(&self) -> Result<Flushed, FlushError> {
         let _running = self.running.lock().await;
         let flushed = self.state.lock().flushed;
-        let (applied, membership, dirty) = {
+        let (applied, membership, dirty, entries, heads) = {
             let state = self.sm.state.read();
-            (state.last_applied(), state.membership().clone(), state.dirty_rows(flushed))
+            (
+                state.last_applied(),
+                state.membership().clone(),
+                state.dirty_rows(flushed),
+                state.stream_rows(flushed),
+                state.stream_heads(),
+            )
         };
         let Some(applied) = applied else {
             return Ok(Flushed { held: flushed, wrote_rows: false });
@@ -161,12 +172,13 @@ impl<V: StoreValue> Flusher<V> {
             self.state.lock().caught_up_at = Instant::now();
             return Ok(Flushed { held: flushed, wrote_rows: false });
         }
-        let had_rows = !dirty.is_empty();
+        let had_rows = !dirty.is_empty() || !entries.is_empty();
         let rows = tokio::task::spawn_blocking(move || to_rows::<V>(dirty))
             .await
             .map_err(|e| FlushError::Task(e.to_string()))??;
-        let count = rows.len();
-        let outcome = self.store.flush(rows, StoreMeta { applied, membership }).await?;
+        let count = rows.len() + entries.len();
+        let batch = Batch { rows, entries, heads };
+        let outcome = self.store.flush_batch(batch, StoreMeta { applied, membership }).await?;
         let now_held = match outcome {
             FlushOutcome::Written => applied.index,
             FlushOutcome::AlreadyAhead { stored } => stored.max(applied.index),

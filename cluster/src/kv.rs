@@ -13,6 +13,21 @@
 //! above the store's watermark, then proposes `Command::Compact { upto }`; applying it drops the
 //! tombstones at or below `upto` and records the new watermark. So at all times every tombstone
 //! is above the watermark.
+//!
+//! ## Streams
+//!
+//! Beside the map, the state holds append-only, hash-chained text streams (an audit trail, for
+//! the layer above). `RawOp::Append` gives its text the stream's next sequence number (gapless,
+//! from 1, in log order) and chains it:
+//!
+//! ```text
+//!   hash(n) = SHA-256( hash(n−1) ‖ n as 8 bytes, big-endian ‖ text(n) )      hash(0) = 32 zero bytes
+//! ```
+//!
+//! Entries stay here (and in snapshots) until the durable store holds them: the flusher writes
+//! them in the same transaction as the map's changes, and `Compact { upto }` drops the entries
+//! appended at or below `upto`. The stream's head (last sequence number and hash) is kept
+//! forever, so the chain continues across compactions, snapshots and restores.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -20,6 +35,7 @@ use std::sync::Arc;
 
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::codec::{self, CodecError};
 use crate::types::{
@@ -33,11 +49,52 @@ pub(crate) struct Slot {
     pub value: Option<Arc<[u8]>>,
 }
 
+/// One entry of a hash-chained stream, as `apply` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    /// 1, 2, 3, … within the stream, in log order, without gaps.
+    pub seq: u64,
+    /// The log index that appended it.
+    pub version: Version,
+    /// The hash of the entry before (zeros for the first).
+    pub prev: [u8; 32],
+    /// `SHA-256(prev ‖ seq (8 bytes, big-endian) ‖ text)`.
+    pub hash: [u8; 32],
+    pub text: String,
+}
+
+impl StreamEntry {
+    /// The chain's step: the hash of `text` appended as `seq` after `prev`.
+    pub fn chain(prev: &[u8; 32], seq: u64, text: &str) -> [u8; 32] {
+        let mut digest = Sha256::new();
+        digest.update(prev);
+        digest.update(seq.to_be_bytes());
+        digest.update(text.as_bytes());
+        digest.finalize().into()
+    }
+}
+
+/// Where a stream stands: its last entry (sequence number and hash), which never goes away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamHead {
+    /// The last sequence number used (0: none yet).
+    pub last: u64,
+    pub hash: [u8; 32],
+}
+
+/// A stream's head and the entries the durable store does not hold yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Stream {
+    head: StreamHead,
+    pending: BTreeMap<u64, StreamEntry>,
+}
+
 /// The state machine's data. `dirty` is local bookkeeping, derived from the rest: it is neither
 /// replicated nor part of a snapshot.
 #[derive(Debug, Default)]
 pub(crate) struct KvState {
     map: BTreeMap<String, Slot>,
+    streams: BTreeMap<String, Stream>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     /// Every change at or below this index is in the durable store.
@@ -54,9 +111,18 @@ pub(crate) struct Image {
     pub membership: StoredMembership,
     pub watermark: Version,
     map: BTreeMap<String, Slot>,
+    streams: BTreeMap<String, Stream>,
 }
 
-const SNAPSHOT_FORMAT: u32 = 1;
+/// 1: the map only. 2: the map, then the streams (a `Vec<StreamImage>` after the records).
+const SNAPSHOT_FORMAT: u32 = 2;
+
+#[derive(Serialize, Deserialize)]
+struct StreamImage {
+    name: String,
+    head: StreamHead,
+    pending: Vec<StreamEntry>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
@@ -111,6 +177,50 @@ impl KvState {
 
     pub fn dirty_keys(&self) -> usize {
         self.dirty.len()
+    }
+
+    /// Where `stream` stands (nothing appended yet: the zero head).
+    pub fn stream_head(&self, stream: &str) -> StreamHead {
+        self.streams.get(stream).map(|s| s.head).unwrap_or_default()
+    }
+
+    /// Every stream's head, by name.
+    pub fn stream_heads(&self) -> Vec<(String, StreamHead)> {
+        self.streams.iter().map(|(name, s)| (name.clone(), s.head)).collect()
+    }
+
+    /// Entries of every stream that the durable store may not hold yet.
+    pub fn stream_backlog(&self) -> usize {
+        self.streams.values().map(|s| s.pending.len()).sum()
+    }
+
+    /// Whether a compaction up to `upto` would drop anything: a tombstone or a stream entry at or
+    /// below it.
+    pub fn compactable(&self, upto: Version) -> bool {
+        upto > self.watermark
+            && (self.streams.values().any(|s| s.pending.values().next().is_some_and(|e| e.version <= upto))
+                || self
+                    .dirty
+                    .iter()
+                    .any(|key| self.map.get(key).is_some_and(|s| s.value.is_none() && s.version <= upto)))
+    }
+
+    /// Up to `limit` pending entries of `stream` after sequence number `after`, in order.
+    pub fn stream_entries(&self, stream: &str, after: u64, limit: usize) -> Vec<StreamEntry> {
+        self.streams
+            .get(stream)
+            .map(|s| s.pending.range(after.saturating_add(1)..).take(limit).map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Entries appended above log index `above`, every stream, in (stream, seq) order.
+    pub fn stream_rows(&self, above: Version) -> Vec<(String, StreamEntry)> {
+        self.streams
+            .iter()
+            .flat_map(|(name, s)| {
+                s.pending.values().filter(move |e| e.version > above).map(move |e| (name.clone(), e.clone()))
+            })
+            .collect()
     }
 
     /// The live value of `key` and the version that wrote it.
@@ -189,6 +299,14 @@ impl KvState {
                         self.dirty.insert(key);
                     }
                 }
+                RawOp::Append { stream, text } => {
+                    let stream = self.streams.entry(stream).or_default();
+                    let seq = stream.head.last + 1;
+                    let hash = StreamEntry::chain(&stream.head.hash, seq, &text);
+                    let entry = StreamEntry { seq, version, prev: stream.head.hash, hash, text };
+                    stream.pending.insert(seq, entry);
+                    stream.head = StreamHead { last: seq, hash };
+                }
             }
         }
         TxnOutcome::Committed { version }
@@ -199,6 +317,9 @@ impl KvState {
             return;
         }
         self.watermark = upto;
+        for stream in self.streams.values_mut() {
+            stream.pending.retain(|_, entry| entry.version > upto);
+        }
         let map = &mut self.map;
         self.dirty.retain(|key| match map.get(key) {
             Some(slot) if slot.version > upto => true,
@@ -235,15 +356,23 @@ impl KvState {
             membership: self.membership.clone(),
             watermark: self.watermark,
             map: self.map.clone(),
+            streams: self.streams.clone(),
         }
     }
 
-    /// A state built from the durable store's rows at `meta` (restore after total loss of local disks).
-    pub fn from_rows(meta: &SnapshotMeta, rows: impl IntoIterator<Item = (String, Version, Vec<u8>)>) -> KvState {
+    /// A state built from the durable store's rows and stream heads at `meta` (restore after
+    /// total loss of local disks). The store holds every stream entry up to `meta`, so none is
+    /// pending.
+    pub fn from_rows(
+        meta: &SnapshotMeta,
+        rows: impl IntoIterator<Item = (String, Version, Vec<u8>)>,
+        heads: impl IntoIterator<Item = (String, StreamHead)>,
+    ) -> KvState {
         let mut state = KvState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             watermark: meta.last_log_id.map_or(0, |l| l.index),
+            streams: heads.into_iter().map(|(name, head)| (name, Stream { head, pending: BTreeMap::new() })).collect(),
             ..KvState::default()
         };
         state.fill(rows.into_iter().map(|(key, version, value)| (key, Slot { version, value: Some(value.into()) })));
@@ -263,7 +392,7 @@ impl KvState {
     /// Reads a snapshot written by [`Image::write`].
     pub fn read_snapshot<R: Read>(reader: &mut R) -> Result<(SnapshotMeta, KvState), CodecError> {
         let header: SnapshotHeader = codec::decode_from(reader)?;
-        if header.format != SNAPSHOT_FORMAT {
+        if !(1..=SNAPSHOT_FORMAT).contains(&header.format) {
             return Err(CodecError::new(format!("unknown snapshot format {}", header.format)));
         }
         let mut state = KvState {
@@ -281,10 +410,19 @@ impl KvState {
             }
         });
         state.fill(records);
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((header.meta, state)),
+        if let Some(e) = failed {
+            return Err(e);
         }
+        if header.format >= 2 {
+            let streams: Vec<StreamImage> = codec::decode_from(reader)?;
+            state.streams = streams
+                .into_iter()
+                .map(|s| {
+                    (s.name, Stream { head: s.head, pending: s.pending.into_iter().map(|e| (e.seq, e)).collect() })
+                })
+                .collect();
+        }
+        Ok((header.meta, state))
     }
 }
 
@@ -302,7 +440,16 @@ impl Image {
             let record = RecordRef { key, version: slot.version, value: slot.value.as_deref() };
             codec::encode_into(&record, writer)?;
         }
-        Ok(())
+        let streams: Vec<StreamImage> = self
+            .streams
+            .iter()
+            .map(|(name, s)| StreamImage {
+                name: name.clone(),
+                head: s.head,
+                pending: s.pending.values().cloned().collect(),
+            })
+            .collect();
+        codec::encode_into(&streams, writer)
     }
 }
 
@@ -465,8 +612,12 @@ mod tests {
             3 => (0..KEYS.len(), prop::collection::vec(any::<u8>(), 0..6))
                 .prop_map(|(k, v)| RawOp::Put { key: KEYS[k].to_string(), value: v }),
             1 => (0..KEYS.len()).prop_map(|k| RawOp::Delete { key: KEYS[k].to_string() }),
+            1 => (0..STREAMS.len(), "[a-z]{0,4}")
+                .prop_map(|(s, text)| RawOp::Append { stream: STREAMS[s].to_string(), text }),
         ]
     }
+
+    const STREAMS: [&str; 2] = ["audit", "other"];
 
     fn arb_txn() -> impl Strategy<Value = RawTxn> {
         (prop::collection::vec((0..KEYS.len(), arb_expect()), 0..3), prop::collection::vec(arb_op(), 0..4)).prop_map(
@@ -503,6 +654,8 @@ mod tests {
     #[derive(Default)]
     struct Model {
         live: BTreeMap<String, (u64, Vec<u8>)>,
+        /// Every text ever appended to each stream, with the index that appended it.
+        streams: BTreeMap<String, Vec<(u64, String)>>,
     }
 
     impl Model {
@@ -525,9 +678,21 @@ mod tests {
                     RawOp::Delete { key } => {
                         self.live.remove(key);
                     }
+                    RawOp::Append { stream, text } => {
+                        self.streams.entry(stream.clone()).or_default().push((index, text.clone()));
+                    }
                 }
             }
             TxnOutcome::Committed { version: index }
+        }
+
+        /// The stream's head, chained from scratch.
+        fn head(&self, stream: &str) -> StreamHead {
+            let mut head = StreamHead::default();
+            for (i, (_, text)) in self.streams.get(stream).into_iter().flatten().enumerate() {
+                head = StreamHead { last: i as u64 + 1, hash: StreamEntry::chain(&head.hash, i as u64 + 1, text) };
+            }
+            head
         }
     }
 
@@ -566,6 +731,24 @@ mod tests {
                     .collect();
                 prop_assert_eq!(&live, &model.live);
                 prop_assert_eq!(state.live_keys(), model.live.len());
+                // Streams: the chain as computed from scratch, and exactly the entries above the
+                // watermark still pending, in order, gapless.
+                for stream in STREAMS {
+                    prop_assert_eq!(state.stream_head(stream), model.head(stream));
+                    let texts = model.streams.get(stream).cloned().unwrap_or_default();
+                    let expected: Vec<(u64, u64, String)> = texts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (index, _))| *index > state.watermark())
+                        .map(|(i, (index, text))| (i as u64 + 1, *index, text.clone()))
+                        .collect();
+                    let pending: Vec<(u64, u64, String)> = state
+                        .stream_entries(stream, 0, usize::MAX)
+                        .into_iter()
+                        .map(|e| (e.seq, e.version, e.text))
+                        .collect();
+                    prop_assert_eq!(pending, expected);
+                }
                 // Every tombstone is above the watermark, and dirty covers it.
                 for row in state.dirty_rows(0) {
                     prop_assert!(row.version > state.watermark());

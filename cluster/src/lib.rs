@@ -39,6 +39,7 @@ pub use auth::{AUTH_HEADER, PeerAuth};
 pub use codec::CodecError;
 pub use config::{FlushConfig, RaftTuning, StoreTuning};
 pub use flusher::FlushError;
+pub use kv::{StreamEntry, StreamHead};
 pub use log_store::LogStore;
 pub use membership::{Change, Changed, MembershipError, Refusal};
 pub use network::{Partition, PeerClient, PeerError, PeerFaults, paths};

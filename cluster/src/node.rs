@@ -21,7 +21,7 @@ use crate::codec::{self, CodecError};
 use crate::config::StoreTuning;
 use crate::durable::{DurableStore, StoreError};
 use crate::flusher::{FlushError, Flusher};
-use crate::kv::KvState;
+use crate::kv::{KvState, StreamEntry, StreamHead};
 use crate::log_store::LogStore;
 use crate::network::{Network, PeerClient, PeerFaults};
 use crate::peer::{ElectionHold, PeerService};
@@ -300,6 +300,23 @@ impl<V: StoreValue> ClusterNode<V> {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow();
         (m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)).then_some(m.current_term)
+    }
+
+    /// Where `stream` stands in this replica.
+    pub fn stream_head(&self, stream: &str) -> StreamHead {
+        self.inner.sm.state.read().stream_head(stream)
+    }
+
+    /// Stream entries this replica holds that the durable store may not: when the store is
+    /// unreachable, this grows with every append.
+    pub fn stream_backlog(&self) -> usize {
+        self.inner.sm.state.read().stream_backlog()
+    }
+
+    /// Up to `limit` entries of `stream` after `after` that this replica still holds (those
+    /// the durable store has not taken over yet), in order.
+    pub fn stream_entries(&self, stream: &str, after: u64, limit: usize) -> Vec<StreamEntry> {
+        self.inner.sm.state.read().stream_entries(stream, after, limit)
     }
 
     /// Who leads, as this node currently believes.
@@ -581,9 +598,10 @@ async fn restore<V: StoreValue>(
         last_membership: meta.membership.clone(),
         snapshot_id: format!("restored-{}-{}", meta.applied.leader_id.term, meta.applied.index),
     };
+    let heads = store.load_heads().await?;
     let state = tokio::task::spawn_blocking({
         let meta = snapshot_meta.clone();
-        move || KvState::from_rows(&meta, encoded)
+        move || KvState::from_rows(&meta, encoded, heads)
     })
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -156,6 +156,7 @@ fn txn_size(txn: &RawTxn) -> usize {
         .map(|op| match op {
             RawOp::Put { key, value } => key.len() + value.len() + 12,
             RawOp::Delete { key } => key.len() + 4,
+            RawOp::Append { stream, text } => stream.len() + text.len() + 12,
         })
         .sum();
     compares + ops + 8

@@ -72,6 +72,14 @@ impl<V: StoreValue> Txn<V> {
         self
     }
 
+    /// Appends `text` to `stream` if the transaction commits (see [`StreamEntry`]).
+    ///
+    /// [`StreamEntry`]: crate::StreamEntry
+    pub fn append(mut self, stream: impl Into<String>, text: impl Into<String>) -> Self {
+        self.raw.ops.push(RawOp::Append { stream: stream.into(), text: text.into() });
+        self
+    }
+
     pub fn into_raw(self) -> RawTxn {
         self.raw
     }

@@ -79,16 +79,19 @@ pub enum Expect {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RawOp {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
-}
-
-impl RawOp {
-    pub fn key(&self) -> &str {
-        match self {
-            RawOp::Put { key, .. } | RawOp::Delete { key } => key,
-        }
-    }
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Appends `text` to the hash-chained `stream` (see `kv`): `apply` gives it the stream's
+    /// next sequence number and chains it to the previous entry.
+    Append {
+        stream: String,
+        text: String,
+    },
 }
 
 /// What became of one transaction.

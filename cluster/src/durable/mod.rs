@@ -8,6 +8,10 @@
 //! locks the metadata row and gives up if the stored watermark is already at or above its own,
 //! and every upsert only replaces a row with a lower version.
 //!
+//! The streams' entries (`stream_entries`) and heads (`stream_heads`) are written in the same
+//! transaction, so a restore at a watermark finds every entry appended up to it and the head the
+//! chain continues from.
+//!
 //! The schema lives in `migrations/postgres` and `migrations/sqlite`; the server runs them at
 //! start-up.
 
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use crate::kv::{StreamEntry, StreamHead};
 use crate::types::{LogId, StoredMembership, Version};
 
 /// Where the store's contents stand in the log.
@@ -45,6 +50,16 @@ pub struct StoredRow {
     pub key: String,
     pub version: Version,
     pub json: String,
+}
+
+/// Everything one flush writes, atomically with the new watermark.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    /// Stream entries the store may not hold yet (already held ones are left as they are).
+    pub entries: Vec<(String, StreamEntry)>,
+    /// Where every stream stands.
+    pub heads: Vec<(String, StreamHead)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +94,21 @@ pub trait DurableStore: Send + Sync + 'static {
     /// Every stored row, in no particular order.
     fn load_rows(&self) -> BoxStream<'_, Result<StoredRow, StoreError>>;
 
-    /// Writes `rows` and advances the watermark to `meta`, atomically.
-    fn flush(&self, rows: Vec<Row>, meta: StoreMeta) -> BoxFuture<'_, Result<FlushOutcome, StoreError>>;
+    /// The heads of every stream, as of the watermark.
+    fn load_heads(&self) -> BoxFuture<'_, Result<Vec<(String, StreamHead)>, StoreError>>;
+
+    /// Writes `batch` and advances the watermark to `meta`, atomically.
+    fn flush_batch(&self, batch: Batch, meta: StoreMeta) -> BoxFuture<'_, Result<FlushOutcome, StoreError>>;
+
+    /// Writes `rows` (and no stream entries) and advances the watermark to `meta`, atomically.
+    fn flush(&self, rows: Vec<Row>, meta: StoreMeta) -> BoxFuture<'_, Result<FlushOutcome, StoreError>> {
+        self.flush_batch(Batch { rows, ..Batch::default() }, meta)
+    }
+}
+
+/// A stored hash, which must be 32 bytes.
+fn hash_from(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Malformed("a stream hash is not 32 bytes".into()))
 }
 
 fn meta_from_json(applied_index: i64, json: &str) -> Result<StoreMeta, StoreError> {

@@ -6,7 +6,10 @@ use futures::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use super::{DurableStore, FlushOutcome, Row, StoreError, StoreMeta, StoredRow, meta_from_json, meta_to_json};
+use super::{
+    Batch, DurableStore, FlushOutcome, Row, StoreError, StoreMeta, StoredRow, hash_from, meta_from_json, meta_to_json,
+};
+use crate::kv::StreamHead;
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -32,7 +35,8 @@ impl PgStore {
         &self.pool
     }
 
-    async fn flush_rows(&self, rows: Vec<Row>, meta: StoreMeta) -> Result<FlushOutcome, StoreError> {
+    async fn flush_rows(&self, batch: Batch, meta: StoreMeta) -> Result<FlushOutcome, StoreError> {
+        let Batch { rows, entries, heads } = batch;
         let mut tx = self.pool.begin().await?;
         // The row lock serializes flushers; a deposed leader that wakes up late finds a newer
         // watermark here and writes nothing.
@@ -69,6 +73,39 @@ impl PgStore {
             )
             .bind(&keys)
             .bind(&versions)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in entries.chunks(self.rows_per_statement) {
+            let streams: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
+            let seqs: Vec<i64> = chunk.iter().map(|(_, e)| e.seq as i64).collect();
+            let versions: Vec<i64> = chunk.iter().map(|(_, e)| e.version as i64).collect();
+            let prevs: Vec<&[u8]> = chunk.iter().map(|(_, e)| e.prev.as_slice()).collect();
+            let hashes: Vec<&[u8]> = chunk.iter().map(|(_, e)| e.hash.as_slice()).collect();
+            let texts: Vec<&str> = chunk.iter().map(|(_, e)| e.text.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO stream_entries (stream, seq, version, prev_hash, hash, text) \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[], $6::text[]) \
+                 ON CONFLICT (stream, seq) DO NOTHING",
+            )
+            .bind(&streams)
+            .bind(&seqs)
+            .bind(&versions)
+            .bind(&prevs)
+            .bind(&hashes)
+            .bind(&texts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (stream, head) in &heads {
+            sqlx::query(
+                "INSERT INTO stream_heads (stream, last_seq, hash) VALUES ($1, $2, $3) \
+                 ON CONFLICT (stream) DO UPDATE SET last_seq = EXCLUDED.last_seq, hash = EXCLUDED.hash \
+                 WHERE stream_heads.last_seq < EXCLUDED.last_seq",
+            )
+            .bind(stream.as_str())
+            .bind(head.last as i64)
+            .bind(head.hash.as_slice())
             .execute(&mut *tx)
             .await?;
         }
@@ -115,7 +152,17 @@ impl DurableStore for PgStore {
             .boxed()
     }
 
-    fn flush(&self, rows: Vec<Row>, meta: StoreMeta) -> BoxFuture<'_, Result<FlushOutcome, StoreError>> {
-        Box::pin(self.flush_rows(rows, meta))
+    fn load_heads(&self) -> BoxFuture<'_, Result<Vec<(String, StreamHead)>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64, Vec<u8>)> =
+                sqlx::query_as("SELECT stream, last_seq, hash FROM stream_heads").fetch_all(&self.pool).await?;
+            rows.into_iter()
+                .map(|(stream, last, hash)| Ok((stream, StreamHead { last: last as u64, hash: hash_from(hash)? })))
+                .collect()
+        })
+    }
+
+    fn flush_batch(&self, batch: Batch, meta: StoreMeta) -> BoxFuture<'_, Result<FlushOutcome, StoreError>> {
+        Box::pin(self.flush_rows(batch, meta))
     }
 }

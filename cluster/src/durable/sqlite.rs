@@ -9,7 +9,10 @@ use futures::{StreamExt, TryStreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use super::{DurableStore, FlushOutcome, Row, StoreError, StoreMeta, StoredRow, meta_from_json, meta_to_json};
+use super::{
+    Batch, DurableStore, FlushOutcome, Row, StoreError, StoreMeta, StoredRow, hash_from, meta_from_json, meta_to_json,
+};
+use crate::kv::StreamHead;
 
 /// SQLite allows 32766 bound parameters per statement; three per row.
 const MAX_ROWS_PER_STATEMENT: usize = 10_000;
@@ -41,7 +44,8 @@ impl SqliteStore {
         &self.pool
     }
 
-    async fn flush_rows(&self, rows: Vec<Row>, meta: StoreMeta) -> Result<FlushOutcome, StoreError> {
+    async fn flush_rows(&self, batch: Batch, meta: StoreMeta) -> Result<FlushOutcome, StoreError> {
+        let Batch { rows, entries, heads } = batch;
         let mut tx = self.pool.begin().await?;
         let stored: i64 =
             sqlx::query_scalar("SELECT applied_index FROM snapshot_meta WHERE id = 1").fetch_one(&mut *tx).await?;
@@ -69,6 +73,33 @@ impl SqliteStore {
                 .bind(row.version as i64)
                 .execute(&mut *tx)
                 .await?;
+        }
+        // Six parameters per entry.
+        for chunk in entries.chunks((self.rows_per_statement / 2).max(1)) {
+            let mut insert: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO stream_entries (stream, seq, version, prev_hash, hash, text) ");
+            insert.push_values(chunk, |mut b, (stream, entry)| {
+                b.push_bind(stream.as_str())
+                    .push_bind(entry.seq as i64)
+                    .push_bind(entry.version as i64)
+                    .push_bind(entry.prev.as_slice())
+                    .push_bind(entry.hash.as_slice())
+                    .push_bind(entry.text.as_str());
+            });
+            insert.push(" ON CONFLICT (stream, seq) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+        }
+        for (stream, head) in &heads {
+            sqlx::query(
+                "INSERT INTO stream_heads (stream, last_seq, hash) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq, hash = excluded.hash \
+                 WHERE stream_heads.last_seq < excluded.last_seq",
+            )
+            .bind(stream.as_str())
+            .bind(head.last as i64)
+            .bind(head.hash.as_slice())
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("UPDATE snapshot_meta SET applied_index = ?1, meta = ?2, flushed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = 1")
             .bind(meta.applied.index as i64)
@@ -113,7 +144,17 @@ impl DurableStore for SqliteStore {
             .boxed()
     }
 
-    fn flush(&self, rows: Vec<Row>, meta: StoreMeta) -> BoxFuture<'_, Result<FlushOutcome, StoreError>> {
-        Box::pin(self.flush_rows(rows, meta))
+    fn load_heads(&self) -> BoxFuture<'_, Result<Vec<(String, StreamHead)>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64, Vec<u8>)> =
+                sqlx::query_as("SELECT stream, last_seq, hash FROM stream_heads").fetch_all(&self.pool).await?;
+            rows.into_iter()
+                .map(|(stream, last, hash)| Ok((stream, StreamHead { last: last as u64, hash: hash_from(hash)? })))
+                .collect()
+        })
+    }
+
+    fn flush_batch(&self, batch: Batch, meta: StoreMeta) -> BoxFuture<'_, Result<FlushOutcome, StoreError>> {
+        Box::pin(self.flush_rows(batch, meta))
     }
 }

@@ -85,6 +85,11 @@ impl PgDatabase {
         Arc::new(store)
     }
 
+    /// A pool on the test database, to read what the store wrote.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.expect("connect test database")
+    }
+
     pub async fn drop_database(self) {
         if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&admin).await;
