@@ -70,6 +70,10 @@ impl Replicator for ClusterReplicator {
         Ok(page.into_iter().map(|(k, v)| (k, v.version, v.value)).collect())
     }
 
+    fn stream_backlog(&self) -> usize {
+        self.node.stream_backlog()
+    }
+
     fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>> {
         let node = self.node.clone();
         async move {
@@ -82,6 +86,9 @@ impl Replicator for ClusterReplicator {
             }
             for key in write.deletes {
                 txn = txn.delete(key);
+            }
+            for (stream, text) in write.appends {
+                txn = txn.append(stream, text);
             }
             match node.propose(txn).await {
                 Ok(TxnOutcome::Committed { version }) => Ok(WriteOutcome::Committed { version }),

@@ -194,6 +194,7 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub tokens: TokenSettings,
     pub sessions: SessionSettings,
+    pub audit: AuditSettings,
     pub argon2: Argon2Settings,
     pub raft: RaftTuning,
     pub proposer: ProposerConfig,
@@ -234,6 +235,7 @@ impl Default for Settings {
             password: PasswordSettings::default(),
             tokens: TokenSettings::default(),
             sessions: SessionSettings::default(),
+            audit: AuditSettings::default(),
             argon2: Argon2Settings::default(),
             raft: RaftTuning::default(),
             proposer: ProposerConfig::default(),
@@ -268,6 +270,32 @@ impl Default for TokenSettings {
             access_ttl_secs: 600,
             leeway_secs: 5,
             verify_cache_entries: 100_000,
+        }
+    }
+}
+
+/// The audit trail (see docs/audit.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Days an event is kept in the snapshot store before the leader purges it.
+    pub retention_days: u64,
+    /// Events the replicas may hold that the snapshot store has not taken (it is unreachable)
+    /// before writes that record events are refused with 503.
+    pub max_backlog: usize,
+    /// A signed checkpoint of the chain after this many events …
+    pub checkpoint_every: u64,
+    /// … or this long after the last one, whichever comes first.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            retention_days: 90,
+            max_backlog: 100_000,
+            checkpoint_every: 1_000,
+            checkpoint_interval_secs: 60,
         }
     }
 }
@@ -606,6 +634,13 @@ impl Settings {
         }
         if self.password.min_length < 8 || self.password.min_length > 64 || self.password.min_score > 4 {
             problems.push("password: min_length must be 8–64 and min_score 0–4".to_string());
+        }
+        let a = &self.audit;
+        if a.retention_days == 0 || a.max_backlog == 0 || a.checkpoint_every == 0 || a.checkpoint_interval_secs == 0 {
+            problems.push(
+                "audit: retention_days, max_backlog, checkpoint_every and checkpoint_interval_secs must be positive"
+                    .to_string(),
+            );
         }
         if self.sessions.max_per_user == 0 {
             problems.push("sessions.max_per_user must be positive".to_string());

@@ -73,6 +73,9 @@ pub enum Unavailable {
     Frozen,
     /// A membership change or leadership transfer did not complete.
     Membership,
+    /// The durable store has not taken the audit trail for a while and the replicas' backlog
+    /// of it is full: writes that record security events wait.
+    AuditBacklog,
 }
 
 impl Unavailable {
@@ -88,6 +91,7 @@ impl Unavailable {
             Unavailable::NoSigningKey => "no signing key is available yet",
             Unavailable::Frozen => "this node has just resumed from a pause; retry",
             Unavailable::Membership => "the cluster change did not complete; retry (the node's log says why)",
+            Unavailable::AuditBacklog => "security events cannot be recorded right now; retry",
         }
     }
 }
@@ -211,6 +215,7 @@ impl From<crate::gateway::GatewayError> for ApiError {
             GatewayError::Actor(ActorError::Contention) => ApiError::unavailable(Unavailable::Contention),
             GatewayError::Actor(e @ ActorError::Unavailable(_)) => ApiError::unavailable_because(Unavailable::Busy, e),
             GatewayError::Actor(e @ ActorError::Corrupt(_)) => ApiError::internal(e),
+            GatewayError::Actor(ActorError::AuditBacklog) => ApiError::unavailable(Unavailable::AuditBacklog),
             e @ GatewayError::Protocol(_) => ApiError::internal(e),
         }
     }

@@ -31,6 +31,25 @@ pub struct Secrets {
     pub admin_token: Secret,
 }
 
+impl Secrets {
+    /// A key for one `purpose`, derived from the key-encryption key (HMAC-SHA256 keyed with it,
+    /// the purpose as message), so one configured secret serves several keys, none reused.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key_encryption_key).expect("HMAC takes any key");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// Purposes of the keys derived from the key-encryption key.
+pub mod purposes {
+    /// Seals personal data of audit events that belong to no account.
+    pub const AUDIT_PII: &str = "tessera/audit-pii/v1";
+    /// Signs the audit trail's checkpoints (an Ed25519 seed).
+    pub const AUDIT_CHECKPOINT: &str = "tessera/audit-checkpoint/v1";
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     #[error("missing secrets in the prod profile: {0}")]

@@ -24,7 +24,7 @@ use tessera_actors::domain::{
 use tessera_actors::keys::{self, Provisioned};
 use tessera_actors::ports::{Clock, Entropy, Replicator};
 use tessera_actors::sweeper::Sweeper;
-use tessera_actors::{ActorContext, Domain, Record, Registry, ThrottlePolicy};
+use tessera_actors::{ActorContext, AuditPolicy, Domain, Record, Registry, ThrottlePolicy};
 use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo, Partition, PeerFaults};
 use tokio::sync::watch;
 
@@ -286,6 +286,10 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 lockout: policies.lockout,
                 cap: policies.cap,
                 throttle: policies.throttle,
+                audit: AuditPolicy {
+                    cluster_pii_key: parts.secrets.derived_key(secrets::purposes::AUDIT_PII),
+                    max_backlog: parts.settings.audit.max_backlog,
+                },
             });
             let registry = Arc::new(Registry::new(cx, arbiters));
             let domain = Domain::new(Arc::clone(&registry));

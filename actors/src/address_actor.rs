@@ -3,8 +3,9 @@
 //!
 //! - It stands in for an account that does not exist: it answers [`RequestPermit`] and
 //!   [`ReportGuess`] like an `Identity` actor — same rules, same mailbox hop, one replicated
-//!   round trip per message (a compare that never holds) — so neither answers nor timing tell
-//!   whether an account exists. Its guard lives in the registry's bounded [`UnknownLogins`]
+//!   round trip per message (the audit record of a refusal or a failure, where an account's
+//!   guard write would carry one; a compare that never holds for a granted permit) — so neither
+//!   answers nor timing tell whether an account exists. Its guard lives in the registry's bounded [`UnknownLogins`]
 //!   map, not in the actor, so passivating the actor never shortens a lock.
 //! - It serializes registrations of its address ([`Register`]): the rule decides from the
 //!   address's index entry whether it is taken, and the identity is created with a
@@ -17,13 +18,14 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::commit::{Held, Step, decide_and_commit};
+use crate::audit::Origin;
+use crate::commit::{self, Held, Step, audited, decide_and_commit, record_events};
 use crate::context::ActorContext;
 use crate::domain::login::{self, RegisterDecision};
 use crate::domain::{Email, PermitVerdict, UserId};
 use crate::identity_actor::{ReportGuess, RequestPermit, wait};
 use crate::operation::Operation;
-use crate::ports::{Write, WriteOutcome};
+use crate::ports::{Write, WriteOutcome, random};
 use crate::protocol::{ActorError, LoginStart, LoginSubject, RegisterOutcome};
 use crate::queries;
 use crate::record::{Record, keys};
@@ -57,7 +59,7 @@ async fn pace(cx: &ActorContext) -> Result<(), ActorError> {
 impl Handler<RequestPermit> for Address {
     type Result = AtomicResponse<Self, Result<LoginStart, ActorError>>;
 
-    fn handle(&mut self, _: RequestPermit, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RequestPermit, _: &mut Context<Self>) -> Self::Result {
         let (cx, guards, email) = (Arc::clone(&self.cx), Arc::clone(&self.guards), self.email.clone());
         AtomicResponse::new(Box::pin(
             async move {
@@ -73,6 +75,8 @@ impl Handler<RequestPermit> for Address {
                         })
                     }
                     refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
+                        let event = login::refusal_event(None, Some(&email), &refused);
+                        record_events(&cx, now, &msg.origin, &event.into_iter().collect::<Vec<_>>()).await?;
                         Ok(wait(&refused, now, &cx))
                     }
                 }
@@ -89,8 +93,12 @@ impl Handler<ReportGuess> for Address {
         let (cx, guards, email) = (Arc::clone(&self.cx), Arc::clone(&self.guards), self.email.clone());
         AtomicResponse::new(Box::pin(
             async move {
-                guards.report(&email, msg.permit, msg.attempt, cx.clock.now(), &cx.lockout);
-                pace(&cx).await
+                let now = cx.clock.now();
+                guards.report(&email, msg.permit, msg.attempt, now, &cx.lockout);
+                match login::unknown_account_events(&email, msg.attempt).as_slice() {
+                    [] => pace(&cx).await,
+                    events => record_events(&cx, now, &msg.origin, events).await,
+                }
             }
             .into_actor(self),
         ))
@@ -142,6 +150,7 @@ pub struct Register {
     pub user: UserId,
     pub email: Email,
     pub password_hash: String,
+    pub origin: Origin,
 }
 
 impl Operation for Register {
@@ -155,25 +164,39 @@ impl Operation for Register {
 impl Handler<Register> for Address {
     type Result = AtomicResponse<Self, Result<RegisterOutcome, ActorError>>;
 
+    /// One write: the address's index entry, the identity, and the key that will seal the new
+    /// user's personal data in the audit trail (the registration's own record included).
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let cx = Arc::clone(&self.cx);
+        let pii_key: [u8; 32] = random(&*cx.entropy);
         AtomicResponse::new(Box::pin(
             async move {
                 let now = cx.clock.now();
                 let entry = Entry::load(&cx, &msg.email)?;
+                let mut recorded = Vec::new();
                 let decide = |entry: &Entry| {
                     Ok(match login::register(entry.holder, msg.user, &msg.email, &msg.password_hash, now) {
                         RegisterDecision::Create { identity, events } => {
-                            let user = keys::user(msg.user);
-                            let created =
-                                Write::default().expect(user.clone(), None).put(user, Record::Identity(identity));
+                            let (user, pii) = (keys::user(msg.user), keys::pii(msg.user));
+                            let created = Write::default()
+                                .expect(user.clone(), None)
+                                .put(user, Record::Identity(identity))
+                                .expect(pii.clone(), None)
+                                .put(pii, Record::PiiKey(pii_key));
+                            let created = audited(&cx, now, &msg.origin, &events, created, Some(pii_key))?;
+                            recorded = events;
                             let next = Entry { holder: Some(msg.user), ..entry.clone() };
-                            Step::commit(next, RegisterOutcome::Registered).also(created).events(events)
+                            Step::commit(next, RegisterOutcome::Registered).also(created)
                         }
                         RegisterDecision::Taken => Step::reply(RegisterOutcome::EmailTaken),
                     })
                 };
-                decide_and_commit(&cx, entry, decide, || Ok(RegisterOutcome::EmailTaken)).await.1
+                let (_, outcome) =
+                    decide_and_commit(&cx, now, &msg.origin, entry, decide, || Ok(RegisterOutcome::EmailTaken)).await;
+                if outcome == Ok(RegisterOutcome::Registered) {
+                    commit::log(&recorded);
+                }
+                outcome
             }
             .into_actor(self),
         ))

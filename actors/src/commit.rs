@@ -12,16 +12,19 @@
 //!                                                    reported as `Contention`
 //! ```
 //!
-//! A decision's events are recorded exactly when it takes effect: after its write commits, or
-//! at once for a decision that writes nothing. An actor adopts its new state only after the
-//! commit, and holds its mailbox while the proposal is in flight ([`Shell::decide`]), so one
-//! actor's messages never interleave.
+//! A decision's events go into the audit trail in the same write as its change (see `audit`),
+//! so an event exists exactly when its change was acknowledged; a decision that changes nothing
+//! but has events (a refused attempt) writes them on their own. While the durable store cannot
+//! take the trail (its backlog in the replicas is full), such writes are refused. An actor
+//! adopts its new state only after the commit, and holds its mailbox while the proposal is in
+//! flight ([`Shell::decide`]), so one actor's messages never interleave.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::audit::{self, Origin};
 use crate::context::ActorContext;
 use crate::domain::{Event, Millis};
 use crate::ports::{Write, WriteOutcome};
@@ -79,11 +82,59 @@ impl<S, O> Step<S, O> {
     }
 }
 
-/// Decides with `decide`, commits what it asks for, and on a conflict reloads and decides once
-/// more; answers `gone()` if the state was deleted meanwhile. Returns the state to adopt and
-/// the answer.
+/// `write` with the audit records of `events` appended; refused while the trail's backlog is
+/// full (the durable store has not taken it for a while). Personal data is sealed under each
+/// event's user's key as the replica holds it, or under `created` for a key this very write
+/// creates (a registration).
+pub(crate) fn audited(
+    cx: &ActorContext,
+    now: Millis,
+    origin: &Origin,
+    events: &[Event],
+    write: Write,
+    created: Option<[u8; 32]>,
+) -> Result<Write, ActorError> {
+    if events.is_empty() {
+        return Ok(write);
+    }
+    if cx.replicator.stream_backlog() >= cx.audit.max_backlog {
+        return Err(ActorError::AuditBacklog);
+    }
+    events.iter().try_fold(write, |write, event| {
+        let key = match created {
+            Some(key) => Some(key),
+            None => audit::sealing_key(cx, event.user())?,
+        };
+        Ok(write.append(audit::STREAM, audit::record(cx, event, now, origin, key)?))
+    })
+}
+
+/// Records `events` of a decision that changes nothing (a refused attempt): one write of the
+/// audit records alone.
+pub(crate) async fn record_events(
+    cx: &ActorContext,
+    now: Millis,
+    origin: &Origin,
+    events: &[Event],
+) -> Result<(), ActorError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    match cx.replicator.write(audited(cx, now, origin, events, Write::default(), None)?).await? {
+        WriteOutcome::Committed { .. } | WriteOutcome::Conflict { .. } => {
+            log(events);
+            Ok(())
+        }
+    }
+}
+
+/// Decides with `decide`, commits what it asks for (with the audit records of its events), and
+/// on a conflict reloads and decides once more; answers `gone()` if the state was deleted
+/// meanwhile. Returns the state to adopt and the answer.
 pub(crate) async fn decide_and_commit<S: Held, O>(
     cx: &ActorContext,
+    now: Millis,
+    origin: &Origin,
     mut current: S,
     mut decide: impl FnMut(&S) -> Result<Step<S, O>, ActorError>,
     gone: impl FnOnce() -> Result<O, ActorError>,
@@ -95,14 +146,18 @@ pub(crate) async fn decide_and_commit<S: Held, O>(
         };
         let (next, also, reply, events) = match step {
             Step::Reply { reply, events } => {
-                record(&events);
-                return (current, Ok(reply));
+                let recorded = record_events(cx, now, origin, &events).await;
+                return (current, recorded.map(|()| reply));
             }
             Step::Commit { next, also, reply, events } => (next, also, reply, events),
         };
-        match cx.replicator.write(current.replace(&next).merge(also)).await {
+        let write = match audited(cx, now, origin, &events, current.replace(&next).merge(also), None) {
+            Ok(write) => write,
+            Err(e) => return (current, Err(e)),
+        };
+        match cx.replicator.write(write).await {
             Ok(WriteOutcome::Committed { version }) => {
-                record(&events);
+                log(&events);
                 return (current.committed(next, version), Ok(reply));
             }
             Ok(WriteOutcome::Conflict { .. }) => match current.reload(cx) {
@@ -128,6 +183,7 @@ pub(crate) trait Shell: Actor<Context = Context<Self>> {
     /// of this actor runs until it is done), then adopts the state it settled on.
     fn decide<O: 'static>(
         &mut self,
+        origin: Origin,
         mut decide: impl FnMut(&Self::State, Millis, &ActorContext) -> Result<Step<Self::State, O>, ActorError> + 'static,
         gone: impl FnOnce() -> Result<O, ActorError> + 'static,
     ) -> AtomicResponse<Self, Result<O, ActorError>> {
@@ -135,7 +191,7 @@ pub(crate) trait Shell: Actor<Context = Context<Self>> {
         let current = self.state().clone();
         let work = async move {
             let now = cx.clock.now();
-            decide_and_commit(&cx, current, |state| decide(state, now, &cx), gone).await
+            decide_and_commit(&cx, now, &origin, current, |state| decide(state, now, &cx), gone).await
         };
         atomically(self, work)
     }
@@ -152,25 +208,27 @@ pub(crate) fn atomically<A: Shell, O: 'static>(
     })))
 }
 
-/// Records events that took effect. For now they go to the log (ids and reasons only).
-pub(crate) fn record(events: &[Event]) {
+/// Logs events that took effect (ids and reasons only: never an email address).
+pub(crate) fn log(events: &[Event]) {
     for event in events {
         let action = event.action();
         match *event {
             Event::ReplayDetected { user, session, presented } => {
                 tracing::warn!(action, %user, %session, %presented, "refresh token replayed: session revoked")
             }
-            Event::DeviceMismatch { user, session, refused } => {
-                tracing::warn!(action, %user, %session, refused, "refresh from another device")
+            Event::DeviceMismatchRefused { user, session } => {
+                tracing::warn!(action, %user, %session, "refresh from another device refused")
             }
             Event::AccountLocked { user, failures, until } => {
                 tracing::warn!(action, %user, failures, until = ?until, "account locked after failed logins")
             }
-            Event::LoginFailed { user } => tracing::debug!(action, %user, "failed login recorded"),
+            Event::LoginFailed { user, reason, .. } => {
+                tracing::debug!(action, user = ?user.map(|u| u.to_string()), reason = reason.as_str(), "failed login")
+            }
             Event::SessionRevoked { user, session, reason } => {
                 tracing::info!(action, %user, %session, reason = reason.as_str(), "session revoked")
             }
-            Event::UserRegistered { user } => tracing::info!(action, %user, "account registered"),
+            Event::UserRegistered { user, .. } => tracing::info!(action, %user, "account registered"),
             Event::LoginSucceeded { user, session } => tracing::info!(action, %user, %session, "login"),
             Event::SessionCreated { user, session } => tracing::debug!(action, %user, %session, "session created"),
             Event::AccountUnlocked { user, was_locked } => {

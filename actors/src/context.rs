@@ -14,6 +14,17 @@ pub struct ActorContext {
     pub lockout: LockoutPolicy,
     pub cap: SessionCap,
     pub throttle: ThrottlePolicy,
+    pub audit: AuditPolicy,
+}
+
+/// How security events are recorded.
+#[derive(Clone)]
+pub struct AuditPolicy {
+    /// Seals personal data of events that belong to no account (an address without one).
+    pub cluster_pii_key: [u8; 32],
+    /// Audit entries the replicas may hold unflushed (the durable store unreachable) before
+    /// writes that record events are refused.
+    pub max_backlog: usize,
 }
 
 /// Per-network limits.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Origin;
 use crate::commit::{Held, Shell, Step};
 use crate::context::ActorContext;
 use crate::domain::{
@@ -116,6 +117,7 @@ pub(crate) fn grant(cx: &ActorContext, id: FamilyId, family: &Family, generation
 pub struct Refresh {
     pub token: RefreshToken,
     pub device: DeviceHash,
+    pub origin: Origin,
 }
 
 impl Operation for Refresh {
@@ -134,10 +136,16 @@ impl Handler<Refresh> for SessionFamily {
 
     fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
         self.decide(
+            msg.origin.clone(),
             move |stored, now, cx| {
                 let (id, family) = (stored.id, &stored.family);
                 let verdict = family.refresh(id, &msg.token, msg.device, now, &cx.sessions, &cx.pepper);
-                let events = verdict.events(id, family, msg.token.generation, msg.device);
+                if let RefreshVerdict::Rotated { .. } = verdict
+                    && msg.device != family.login_device
+                {
+                    tracing::warn!(user = %family.user, session = %id, "refresh from another device (binding: log)");
+                }
+                let events = verdict.events(id, family, msg.token.generation);
                 let step = match verdict {
                     RefreshVerdict::Rotated { family: next } => {
                         let reply = RefreshOutcome::Rotated(grant(cx, id, &next, next.generation));
@@ -167,6 +175,7 @@ impl Handler<Refresh> for SessionFamily {
 pub(crate) struct End {
     pub owner: UserId,
     pub reason: RevokeReason,
+    pub origin: Origin,
 }
 
 impl Handler<End> for SessionFamily {
@@ -174,6 +183,7 @@ impl Handler<End> for SessionFamily {
 
     fn handle(&mut self, msg: End, _: &mut Context<Self>) -> Self::Result {
         self.decide(
+            msg.origin.clone(),
             move |stored, now, _| {
                 Ok(match stored.family.end_for(msg.owner, now, msg.reason) {
                     EndVerdict::Revoked { family } => {
@@ -194,25 +204,26 @@ impl Handler<End> for SessionFamily {
 }
 
 /// Ends `family` for `user`, through its actor.
-async fn end(domain: &Domain, user: UserId, family: FamilyId) -> Result<LogoutOutcome, ActorError> {
+async fn end(domain: &Domain, end: End, family: FamilyId) -> Result<LogoutOutcome, ActorError> {
     match domain.registry().family(family).await? {
-        Some(actor) => actor.send(End { owner: user, reason: RevokeReason::Logout }).await?,
+        Some(actor) => actor.send(end).await?,
         None => Ok(LogoutOutcome::NotFound),
     }
 }
 
-/// Operation: end one session of `user`.
+/// Operation: end one session of `user` (a logout, or one's own session list).
 #[derive(Serialize, Deserialize)]
 pub struct Logout {
     pub user: UserId,
     pub family: FamilyId,
+    pub origin: Origin,
 }
 
 impl Operation for Logout {
     type Reply = LogoutOutcome;
 
     async fn run(self, domain: &Domain) -> Result<LogoutOutcome, ActorError> {
-        end(domain, self.user, self.family).await
+        end(domain, End { owner: self.user, reason: RevokeReason::Logout, origin: self.origin }, self.family).await
     }
 }
 
@@ -220,13 +231,14 @@ impl Operation for Logout {
 #[derive(Serialize, Deserialize)]
 pub struct LogoutAll {
     pub user: UserId,
+    pub origin: Origin,
 }
 
 impl Operation for LogoutAll {
     type Reply = usize;
 
     async fn run(self, domain: &Domain) -> Result<usize, ActorError> {
-        end_all_but(domain, self.user, None).await
+        end_all_but(domain, self.user, None, RevokeReason::LogoutAll, self.origin).await
     }
 }
 
@@ -235,17 +247,24 @@ impl Operation for LogoutAll {
 pub struct LogoutOthers {
     pub user: UserId,
     pub keep: FamilyId,
+    pub origin: Origin,
 }
 
 impl Operation for LogoutOthers {
     type Reply = usize;
 
     async fn run(self, domain: &Domain) -> Result<usize, ActorError> {
-        end_all_but(domain, self.user, Some(self.keep)).await
+        end_all_but(domain, self.user, Some(self.keep), RevokeReason::LogoutOthers, self.origin).await
     }
 }
 
-async fn end_all_but(domain: &Domain, user: UserId, keep: Option<FamilyId>) -> Result<usize, ActorError> {
+async fn end_all_but(
+    domain: &Domain,
+    user: UserId,
+    keep: Option<FamilyId>,
+    reason: RevokeReason,
+    origin: Origin,
+) -> Result<usize, ActorError> {
     domain.registry().ensure_leading().await?;
     let families: Vec<FamilyId> = domain
         .context()
@@ -255,8 +274,10 @@ async fn end_all_but(domain: &Domain, user: UserId, keep: Option<FamilyId>) -> R
         .filter_map(|(key, _, _)| keys::family_of_user_family_key(&key))
         .filter(|family| Some(*family) != keep)
         .collect();
+    let ends =
+        families.into_iter().map(|family| end(domain, End { owner: user, reason, origin: origin.clone() }, family));
     let mut ended = 0;
-    for outcome in futures::future::join_all(families.into_iter().map(|family| end(domain, user, family))).await {
+    for outcome in futures::future::join_all(ends).await {
         if outcome? == LogoutOutcome::LoggedOut {
             ended += 1;
         }

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Origin;
 use crate::client_actor::{CheckLogin, record_network_failure};
-use crate::commit::{Held, Shell, Step};
+use crate::commit::{Held, Shell, Step, record_events};
 use crate::context::ActorContext;
 use crate::domain::login::{self, Change};
 use crate::domain::{
@@ -147,14 +148,17 @@ fn views(live: &[LiveFamily]) -> Vec<Live<'_>> {
 /// Message: may a password be checked now?
 #[derive(Message)]
 #[rtype(result = "Result<LoginStart, ActorError>")]
-pub(crate) struct RequestPermit;
+pub(crate) struct RequestPermit {
+    pub origin: Origin,
+}
 
 impl Handler<RequestPermit> for IdentityActor {
     type Result = AtomicResponse<Self, Result<LoginStart, ActorError>>;
 
-    fn handle(&mut self, _: RequestPermit, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RequestPermit, _: &mut Context<Self>) -> Self::Result {
         let user = self.account.user;
         self.decide(
+            msg.origin,
             move |account, now, cx| {
                 Ok(match account.guard.request_permit(now, &cx.lockout) {
                     PermitVerdict::Granted { guard, permit } => {
@@ -167,7 +171,8 @@ impl Handler<RequestPermit> for IdentityActor {
                         Step::commit(account.with_guard(guard), start)
                     }
                     refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
-                        Step::reply(wait(&refused, now, cx))
+                        let event = login::refusal_event(Some(account.user), None, &refused);
+                        Step::reply(wait(&refused, now, cx)).events(event.into_iter().collect())
                     }
                 })
             },
@@ -183,6 +188,7 @@ impl Handler<RequestPermit> for IdentityActor {
 pub(crate) struct ReportGuess {
     pub permit: u64,
     pub attempt: Attempt,
+    pub origin: Origin,
 }
 
 impl Handler<ReportGuess> for IdentityActor {
@@ -191,6 +197,7 @@ impl Handler<ReportGuess> for IdentityActor {
     fn handle(&mut self, msg: ReportGuess, _: &mut Context<Self>) -> Self::Result {
         let user = self.account.user;
         self.decide(
+            msg.origin.clone(),
             move |account, now, cx| {
                 Ok(match account.guard.report(msg.permit, msg.attempt, now, &cx.lockout) {
                     ReportVerdict::Recorded { guard } => {
@@ -211,6 +218,7 @@ impl Handler<ReportGuess> for IdentityActor {
 pub(crate) struct OpenSession {
     pub verified: Verified,
     pub client: ClientContext,
+    pub origin: Origin,
 }
 
 impl Handler<OpenSession> for IdentityActor {
@@ -221,6 +229,7 @@ impl Handler<OpenSession> for IdentityActor {
         // Drawn once per login, whatever the rule decides.
         let (id, salt) = (FamilyId(random(&*self.cx.entropy)), random(&*self.cx.entropy));
         self.decide(
+            msg.origin.clone(),
             move |account, now, cx| {
                 let (live, stale) = live_families(&*cx.replicator, account.user, now)?;
                 let opening = Opening {
@@ -265,14 +274,17 @@ impl Handler<OpenSession> for IdentityActor {
 /// Message: clear failures and locks (administrator). Answers whether the account was locked.
 #[derive(Message)]
 #[rtype(result = "Result<bool, ActorError>")]
-pub(crate) struct ClearGuard;
+pub(crate) struct ClearGuard {
+    pub origin: Origin,
+}
 
 impl Handler<ClearGuard> for IdentityActor {
     type Result = AtomicResponse<Self, Result<bool, ActorError>>;
 
-    fn handle(&mut self, _: ClearGuard, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ClearGuard, _: &mut Context<Self>) -> Self::Result {
         let user = self.account.user;
         self.decide(
+            msg.origin,
             move |account, now, _| {
                 let (guard, was_locked, events) = login::unlock(account.user, &account.guard, now);
                 Ok(Step::commit(account.with_guard(guard), was_locked).events(events))
@@ -293,6 +305,7 @@ pub struct ChangePassword {
     pub current: FamilyId,
     pub device: DeviceHash,
     pub revoke_others: bool,
+    pub origin: Origin,
 }
 
 impl Operation for ChangePassword {
@@ -313,6 +326,7 @@ impl Handler<ChangePassword> for IdentityActor {
     fn handle(&mut self, msg: ChangePassword, _: &mut Context<Self>) -> Self::Result {
         let user = self.account.user;
         self.decide(
+            msg.origin.clone(),
             move |account, now, cx| {
                 let (live, _) = live_families(&*cx.replicator, account.user, now)?;
                 let change = Change {
@@ -359,25 +373,31 @@ impl Handler<ChangePassword> for IdentityActor {
 pub struct BeginLogin {
     pub email: Email,
     pub ip: Option<IpPrefix>,
+    pub origin: Origin,
 }
 
 impl Operation for BeginLogin {
     type Reply = LoginStart;
 
     async fn run(self, domain: &Domain) -> Result<LoginStart, ActorError> {
-        let registry = domain.registry();
+        let (registry, cx) = (domain.registry(), domain.context());
         registry.ensure_leading().await?;
+        let account = queries::account_of(&*cx.replicator, &self.email)?;
         if let Some(prefix) = domain.limited(self.ip)
             && let Admission::Throttled { retry_after_secs } = registry.client(prefix).await?.send(CheckLogin).await?
         {
+            let throttled = PermitVerdict::Throttled { retry_after: std::time::Duration::from_secs(retry_after_secs) };
+            let event = login::refusal_event(account, Some(&self.email), &throttled);
+            record_events(cx, cx.clock.now(), &self.origin, &event.into_iter().collect::<Vec<_>>()).await?;
             return Ok(LoginStart::Wait { retry_after_secs });
         }
-        if let Some(user) = queries::account_of(&*domain.context().replicator, &self.email)?
+        let ask = RequestPermit { origin: self.origin };
+        if let Some(user) = account
             && let Some(actor) = registry.identity(user).await?
         {
-            return actor.send(RequestPermit).await?;
+            return actor.send(ask).await?;
         }
-        registry.address(&self.email).await?.send(RequestPermit).await?
+        registry.address(&self.email).await?.send(ask).await?
     }
 }
 
@@ -388,6 +408,7 @@ pub struct CompleteLogin {
     pub subject: LoginSubject,
     pub verified: Verified,
     pub client: ClientContext,
+    pub origin: Origin,
 }
 
 impl Operation for CompleteLogin {
@@ -397,12 +418,16 @@ impl Operation for CompleteLogin {
         let ip = self.client.ip;
         let outcome = match self.subject {
             LoginSubject::Account(user) => match domain.registry().identity(user).await? {
-                Some(actor) => actor.send(OpenSession { verified: self.verified, client: self.client }).await??,
+                Some(actor) => {
+                    let open = OpenSession { verified: self.verified, client: self.client, origin: self.origin };
+                    actor.send(open).await??
+                }
                 None => LoginOutcome::Rejected,
             },
             // No password matches an address without an account.
             LoginSubject::Unknown(email) => {
-                report(domain, LoginSubject::Unknown(email), self.verified.permit, Attempt::Failed).await?;
+                let subject = LoginSubject::Unknown(email);
+                report(domain, subject, self.verified.permit, Attempt::Failed, self.origin).await?;
                 LoginOutcome::Rejected
             }
         };
@@ -419,6 +444,7 @@ pub struct FailLogin {
     pub subject: LoginSubject,
     pub permit: u64,
     pub ip: Option<IpPrefix>,
+    pub origin: Origin,
 }
 
 impl Operation for FailLogin {
@@ -426,7 +452,7 @@ impl Operation for FailLogin {
     const REPORTS_A_CHECK: bool = true;
 
     async fn run(self, domain: &Domain) -> Result<(), ActorError> {
-        report(domain, self.subject, self.permit, Attempt::Failed).await?;
+        report(domain, self.subject, self.permit, Attempt::Failed, self.origin).await?;
         record_network_failure(domain, self.ip).await
     }
 }
@@ -437,6 +463,7 @@ impl Operation for FailLogin {
 pub struct AbandonLogin {
     pub subject: LoginSubject,
     pub permit: u64,
+    pub origin: Origin,
 }
 
 impl Operation for AbandonLogin {
@@ -444,13 +471,19 @@ impl Operation for AbandonLogin {
     const REPORTS_A_CHECK: bool = true;
 
     async fn run(self, domain: &Domain) -> Result<(), ActorError> {
-        report(domain, self.subject, self.permit, Attempt::Abandoned).await
+        report(domain, self.subject, self.permit, Attempt::Abandoned, self.origin).await
     }
 }
 
 /// Reports a check made (or not) under `permit` to whoever granted it.
-async fn report(domain: &Domain, subject: LoginSubject, permit: u64, attempt: Attempt) -> Result<(), ActorError> {
-    let guess = ReportGuess { permit, attempt };
+async fn report(
+    domain: &Domain,
+    subject: LoginSubject,
+    permit: u64,
+    attempt: Attempt,
+    origin: Origin,
+) -> Result<(), ActorError> {
+    let guess = ReportGuess { permit, attempt, origin };
     match subject {
         LoginSubject::Account(user) => match domain.registry().identity(user).await? {
             Some(actor) => actor.send(guess).await?,
@@ -464,6 +497,7 @@ async fn report(domain: &Domain, subject: LoginSubject, permit: u64, attempt: At
 #[derive(Serialize, Deserialize)]
 pub struct Unlock {
     pub user: UserId,
+    pub origin: Origin,
 }
 
 impl Operation for Unlock {
@@ -471,7 +505,7 @@ impl Operation for Unlock {
 
     async fn run(self, domain: &Domain) -> Result<UnlockOutcome, ActorError> {
         Ok(match domain.registry().identity(self.user).await? {
-            Some(actor) if actor.send(ClearGuard).await?? => UnlockOutcome::Unlocked,
+            Some(actor) if actor.send(ClearGuard { origin: self.origin }).await?? => UnlockOutcome::Unlocked,
             Some(_) => UnlockOutcome::WasNotLocked,
             None => UnlockOutcome::NoSuchUser,
         })

@@ -16,6 +16,7 @@
 //! Nothing here knows openraft or HTTP.
 
 pub mod address_actor;
+pub mod audit;
 pub mod client_actor;
 mod commit;
 pub mod context;
@@ -33,7 +34,7 @@ pub mod service;
 pub mod sweeper;
 pub mod unknown;
 
-pub use context::{ActorContext, ThrottlePolicy};
+pub use context::{ActorContext, AuditPolicy, ThrottlePolicy};
 pub use operation::{Forwarded, Operation, Visitor};
 pub use record::Record;
 pub use registry::Registry;

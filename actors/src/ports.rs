@@ -23,12 +23,14 @@ pub fn random<const N: usize>(entropy: &dyn Entropy) -> [u8; N] {
 }
 
 /// A compare-and-set write: every `expect` must hold (`None`: the key is absent), then every
-/// put and delete applies, atomically.
+/// put and delete applies and every text is appended to its stream, atomically.
 #[derive(Clone, Debug, Default)]
 pub struct Write {
     pub expect: Vec<(String, Option<u64>)>,
     pub puts: Vec<(String, Record)>,
     pub deletes: Vec<String>,
+    /// (stream, text): appended in order, each given the stream's next sequence number.
+    pub appends: Vec<(String, String)>,
 }
 
 impl Write {
@@ -47,11 +49,17 @@ impl Write {
         self
     }
 
+    pub fn append(mut self, stream: impl Into<String>, text: String) -> Write {
+        self.appends.push((stream.into(), text));
+        self
+    }
+
     /// Both writes in one transaction.
     pub fn merge(mut self, other: Write) -> Write {
         self.expect.extend(other.expect);
         self.puts.extend(other.puts);
         self.deletes.extend(other.deletes);
+        self.appends.extend(other.appends);
         self
     }
 }
@@ -92,6 +100,10 @@ pub trait Replicator: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, u64, Record)>, ReplicaError>;
+
+    /// Stream entries this replica holds that the durable store may not hold yet (the audit
+    /// trail's backlog while the store is unreachable).
+    fn stream_backlog(&self) -> usize;
 
     /// Proposes a compare-and-set write and waits for its outcome.
     fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>>;

@@ -122,6 +122,10 @@ pub enum ActorError {
     Unavailable(String),
     #[error("stored state is malformed: {0}")]
     Corrupt(String),
+    /// The audit trail's backlog in the replicas is full (the durable store has not taken it
+    /// for a while): writes that record events are refused until it drains.
+    #[error("the audit trail cannot be stored right now")]
+    AuditBacklog,
 }
 
 impl From<crate::ports::ReplicaError> for ActorError {

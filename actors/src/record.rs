@@ -29,6 +29,9 @@ pub enum Record {
     /// `cluster/issuer` → the `iss` of the cluster's access tokens where no node configures
     /// one: the initialising node's public URL, recorded once so every node agrees.
     Issuer(String),
+    /// `pii/{user_id}` → the key that seals this user's personal data in the audit trail.
+    /// Deleting it erases that data (the sealed bytes stay, so the chain still verifies).
+    PiiKey([u8; 32]),
 }
 
 /// An Ed25519 signing key. The private half is sealed (XChaCha20-Poly1305 under the cluster
@@ -64,6 +67,10 @@ pub mod keys {
 
     pub fn guard(id: UserId) -> String {
         format!("guard/{id}")
+    }
+
+    pub fn pii(id: UserId) -> String {
+        format!("pii/{id}")
     }
 
     pub fn family(id: FamilyId) -> String {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use support::*;
 use tessera_actors::address_actor::Register;
+use tessera_actors::audit::Origin;
 use tessera_actors::client_actor::AdmitRegistration;
 use tessera_actors::domain::{DeviceHash, Email, RefreshToken, SessionPolicy, UserId, Verified};
 use tessera_actors::family_actor::{Logout, LogoutAll, Refresh};
@@ -29,10 +30,15 @@ fn phone() -> ClientContext {
 
 /// Logs `email` in (the password is taken to be right) and returns the outcome.
 async fn login(world: &World, email: &Email) -> LoginOutcome {
-    match world.domain.run(BeginLogin { email: email.clone(), ip: None }).await.unwrap() {
+    match world.domain.run(BeginLogin { email: email.clone(), ip: None, origin: Origin::default() }).await.unwrap() {
         LoginStart::Permit { subject, permit, credential_version, .. } => world
             .domain
-            .run(CompleteLogin { subject, verified: Verified { permit, credential_version }, client: phone() })
+            .run(CompleteLogin {
+                subject,
+                verified: Verified { permit, credential_version },
+                client: phone(),
+                origin: Origin::default(),
+            })
             .await
             .unwrap(),
         LoginStart::Wait { retry_after_secs } => panic!("told to wait {retry_after_secs}s"),
@@ -43,7 +49,16 @@ async fn registered_session(world: &World) -> SessionGrant {
     let user = UserId::from_random([9; 16]);
     let email = Email::parse("alice@example.com").unwrap();
     assert_eq!(
-        world.domain.run(Register { user, email: email.clone(), password_hash: "$argon2id$x".into() }).await.unwrap(),
+        world
+            .domain
+            .run(Register {
+                user,
+                email: email.clone(),
+                password_hash: "$argon2id$x".into(),
+                origin: Origin::default()
+            })
+            .await
+            .unwrap(),
         RegisterOutcome::Registered
     );
     match login(world, &email).await {
@@ -65,7 +80,9 @@ async fn ten_concurrent_refreshes_of_one_token_rotate_once_and_share_the_success
     let grant = registered_session(&world).await;
     let writes_before = world.store.writes.load(Ordering::SeqCst);
 
-    let refreshes = (0..10).map(|_| world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }));
+    let refreshes = (0..10).map(|_| {
+        world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+    });
     let outcomes = futures::future::join_all(refreshes).await;
 
     let successors: Vec<RefreshToken> = outcomes
@@ -84,24 +101,30 @@ async fn ten_concurrent_refreshes_of_one_token_rotate_once_and_share_the_success
 async fn an_older_generation_revokes_the_family_and_its_live_child() {
     let world = world();
     let g1 = registered_session(&world).await;
-    let RefreshOutcome::Rotated(g2) =
-        world.domain.run(Refresh { token: g1.refresh_token.clone(), device: PHONE }).await.unwrap()
+    let RefreshOutcome::Rotated(g2) = world
+        .domain
+        .run(Refresh { token: g1.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+        .await
+        .unwrap()
     else {
         panic!()
     };
     world.clock.advance(Duration::from_secs(60));
-    let RefreshOutcome::Rotated(g3) =
-        world.domain.run(Refresh { token: g2.refresh_token.clone(), device: PHONE }).await.unwrap()
+    let RefreshOutcome::Rotated(g3) = world
+        .domain
+        .run(Refresh { token: g2.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+        .await
+        .unwrap()
     else {
         panic!()
     };
 
     assert_eq!(
-        world.domain.run(Refresh { token: g1.refresh_token, device: PHONE }).await.unwrap(),
+        world.domain.run(Refresh { token: g1.refresh_token, device: PHONE, origin: Origin::default() }).await.unwrap(),
         RefreshOutcome::Replayed
     );
     assert_eq!(
-        world.domain.run(Refresh { token: g3.refresh_token, device: PHONE }).await.unwrap(),
+        world.domain.run(Refresh { token: g3.refresh_token, device: PHONE, origin: Origin::default() }).await.unwrap(),
         RefreshOutcome::Revoked
     );
     assert!(world.store.data.lock().get(&keys::user_family(g1.user, g1.family)).is_none(), "index entry removed");
@@ -112,8 +135,11 @@ async fn a_stale_actor_reloads_after_a_conflict_and_decides_again() {
     let world = world();
     let grant = registered_session(&world).await;
     // Activate the actor, then revoke the family behind its back (as a previous leader might).
-    let RefreshOutcome::Rotated(next) =
-        world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }).await.unwrap()
+    let RefreshOutcome::Rotated(next) = world
+        .domain
+        .run(Refresh { token: grant.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -128,7 +154,11 @@ async fn a_stale_actor_reloads_after_a_conflict_and_decides_again() {
     // The actor's in-memory state still says "live, generation 2": its write conflicts, it
     // reloads, and the rule now says revoked.
     assert_eq!(
-        world.domain.run(Refresh { token: next.refresh_token, device: PHONE }).await.unwrap(),
+        world
+            .domain
+            .run(Refresh { token: next.refresh_token, device: PHONE, origin: Origin::default() })
+            .await
+            .unwrap(),
         RefreshOutcome::Revoked
     );
 }
@@ -138,11 +168,14 @@ async fn two_conflicts_in_a_row_are_reported_as_contention() {
     let world = world();
     let grant = registered_session(&world).await;
     world.store.force_conflicts.store(2, Ordering::SeqCst);
-    let outcome = world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }).await;
+    let outcome = world
+        .domain
+        .run(Refresh { token: grant.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+        .await;
     assert_eq!(outcome, Err(ActorError::Contention));
     // Nothing was lost: the token still rotates afterwards.
     assert!(matches!(
-        world.domain.run(Refresh { token: grant.refresh_token, device: PHONE }).await,
+        world.domain.run(Refresh { token: grant.refresh_token, device: PHONE, origin: Origin::default() }).await,
         Ok(RefreshOutcome::Rotated(_))
     ));
 }
@@ -152,7 +185,12 @@ async fn concurrent_registrations_of_one_email_give_exactly_one_account() {
     let world = world();
     let attempts = (0..8u8).map(|i| {
         let email = Email::parse(if i % 2 == 0 { "Bob@Example.com" } else { " bob@example.COM " }).unwrap();
-        world.domain.run(Register { user: UserId::from_random([i; 16]), email, password_hash: "$argon2id$x".into() })
+        world.domain.run(Register {
+            user: UserId::from_random([i; 16]),
+            email,
+            password_hash: "$argon2id$x".into(),
+            origin: Origin::default(),
+        })
     });
     let outcomes = futures::future::join_all(attempts).await;
     let registered = outcomes.iter().filter(|o| **o == Ok(RegisterOutcome::Registered)).count();
@@ -165,9 +203,13 @@ async fn a_success_against_a_replaced_credential_is_rejected_and_counts_as_a_fai
     let world = world();
     let user = UserId::from_random([3; 16]);
     let email = Email::parse("carol@example.com").unwrap();
-    world.domain.run(Register { user, email: email.clone(), password_hash: "$argon2id$old".into() }).await.unwrap();
+    world
+        .domain
+        .run(Register { user, email: email.clone(), password_hash: "$argon2id$old".into(), origin: Origin::default() })
+        .await
+        .unwrap();
     let LoginStart::Permit { subject, permit, credential_version, .. } =
-        world.domain.run(BeginLogin { email: email.clone(), ip: None }).await.unwrap()
+        world.domain.run(BeginLogin { email: email.clone(), ip: None, origin: Origin::default() }).await.unwrap()
     else {
         panic!()
     };
@@ -177,11 +219,12 @@ async fn a_success_against_a_replaced_credential_is_rejected_and_counts_as_a_fai
             subject,
             verified: Verified { permit, credential_version: credential_version + 1 },
             client: phone(),
+            origin: Origin::default(),
         })
         .await;
     assert_eq!(outcome.unwrap(), LoginOutcome::Rejected);
     assert_eq!(
-        world.domain.run(BeginLogin { email, ip: None }).await.unwrap(),
+        world.domain.run(BeginLogin { email, ip: None, origin: Origin::default() }).await.unwrap(),
         LoginStart::Wait { retry_after_secs: 1 }
     );
 }
@@ -192,7 +235,7 @@ async fn a_permit_is_good_for_one_report_only() {
     registered_session(&world).await;
     let email = Email::parse("alice@example.com").unwrap();
     let LoginStart::Permit { subject, permit, credential_version, .. } =
-        world.domain.run(BeginLogin { email, ip: None }).await.unwrap()
+        world.domain.run(BeginLogin { email, ip: None, origin: Origin::default() }).await.unwrap()
     else {
         panic!()
     };
@@ -202,12 +245,18 @@ async fn a_permit_is_good_for_one_report_only() {
             subject: subject.clone(),
             verified: Verified { permit, credential_version },
             client: phone(),
+            origin: Origin::default(),
         })
         .await;
     assert!(matches!(first.unwrap(), LoginOutcome::Opened(_)));
     let again = world
         .domain
-        .run(CompleteLogin { subject, verified: Verified { permit, credential_version }, client: phone() })
+        .run(CompleteLogin {
+            subject,
+            verified: Verified { permit, credential_version },
+            client: phone(),
+            origin: Origin::default(),
+        })
         .await;
     assert_eq!(again.unwrap(), LoginOutcome::Rejected);
 }
@@ -217,12 +266,15 @@ async fn unknown_accounts_and_families_are_answered_without_activating_anything(
     let world = world();
     let unknown = Email::parse("nobody@example.com").unwrap();
     assert!(matches!(
-        world.domain.run(BeginLogin { email: unknown, ip: None }).await.unwrap(),
+        world.domain.run(BeginLogin { email: unknown, ip: None, origin: Origin::default() }).await.unwrap(),
         LoginStart::Permit { password_hash: None, .. }
     ));
     let forged =
         pepper().issue(tessera_actors::domain::FamilyId([4; 16]), tessera_actors::domain::Generation(1), &[0; 16]);
-    assert_eq!(world.domain.run(Refresh { token: forged, device: PHONE }).await.unwrap(), RefreshOutcome::Invalid);
+    assert_eq!(
+        world.domain.run(Refresh { token: forged, device: PHONE, origin: Origin::default() }).await.unwrap(),
+        RefreshOutcome::Invalid
+    );
     assert_eq!(world.domain.registry().counts().families, 0);
 }
 
@@ -235,20 +287,28 @@ async fn logout_is_for_the_owner_only_and_logout_all_revokes_every_session() {
     };
     let stranger = UserId::from_random([8; 16]);
     assert_eq!(
-        world.domain.run(Logout { user: stranger, family: first.family }).await.unwrap(),
+        world.domain.run(Logout { user: stranger, family: first.family, origin: Origin::default() }).await.unwrap(),
         LogoutOutcome::NotFound
     );
     assert_eq!(
-        world.domain.run(Logout { user: first.user, family: first.family }).await.unwrap(),
+        world.domain.run(Logout { user: first.user, family: first.family, origin: Origin::default() }).await.unwrap(),
         LogoutOutcome::LoggedOut
     );
     assert_eq!(
-        world.domain.run(Logout { user: first.user, family: first.family }).await.unwrap(),
+        world.domain.run(Logout { user: first.user, family: first.family, origin: Origin::default() }).await.unwrap(),
         LogoutOutcome::AlreadyLoggedOut
     );
-    assert_eq!(world.domain.run(LogoutAll { user: first.user }).await.unwrap(), 1, "only the second was still live");
     assert_eq!(
-        world.domain.run(Refresh { token: second.refresh_token, device: PHONE }).await.unwrap(),
+        world.domain.run(LogoutAll { user: first.user, origin: Origin::default() }).await.unwrap(),
+        1,
+        "only the second was still live"
+    );
+    assert_eq!(
+        world
+            .domain
+            .run(Refresh { token: second.refresh_token, device: PHONE, origin: Origin::default() })
+            .await
+            .unwrap(),
         RefreshOutcome::Revoked
     );
 }
@@ -261,13 +321,16 @@ async fn a_node_that_does_not_lead_refuses_and_a_new_term_reloads_every_actor() 
 
     *world.store.term.lock() = None;
     assert_eq!(
-        world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE }).await,
+        world
+            .domain
+            .run(Refresh { token: grant.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+            .await,
         Err(ActorError::NotLeader)
     );
 
     *world.store.term.lock() = Some(2);
     assert!(matches!(
-        world.domain.run(Refresh { token: grant.refresh_token, device: PHONE }).await,
+        world.domain.run(Refresh { token: grant.refresh_token, device: PHONE, origin: Origin::default() }).await,
         Ok(RefreshOutcome::Rotated(_))
     ));
     assert_eq!(world.store.confirmations.load(Ordering::SeqCst), 2);
@@ -281,10 +344,16 @@ async fn concurrent_attempts_never_get_more_permits_than_the_threshold() {
     let email = Email::parse("target@example.com").unwrap();
     world
         .domain
-        .run(Register { user: UserId::from_random([6; 16]), email: email.clone(), password_hash: "$argon2id$x".into() })
+        .run(Register {
+            user: UserId::from_random([6; 16]),
+            email: email.clone(),
+            password_hash: "$argon2id$x".into(),
+            origin: Origin::default(),
+        })
         .await
         .unwrap();
-    let attempts = (0..200).map(|_| world.domain.run(BeginLogin { email: email.clone(), ip: None }));
+    let attempts =
+        (0..200).map(|_| world.domain.run(BeginLogin { email: email.clone(), ip: None, origin: Origin::default() }));
     let starts = futures::future::join_all(attempts).await;
     let permits: Vec<(LoginSubject, u64)> = starts
         .iter()
@@ -295,11 +364,11 @@ async fn concurrent_attempts_never_get_more_permits_than_the_threshold() {
         .collect();
     assert_eq!(permits.len(), 10, "the threshold, however many ask at once");
     for (subject, permit) in permits {
-        world.domain.run(FailLogin { subject, permit, ip: None }).await.unwrap();
+        world.domain.run(FailLogin { subject, permit, ip: None, origin: Origin::default() }).await.unwrap();
     }
     // Locked: even the right password is not checked.
     assert_eq!(
-        world.domain.run(BeginLogin { email, ip: None }).await.unwrap(),
+        world.domain.run(BeginLogin { email, ip: None, origin: Origin::default() }).await.unwrap(),
         LoginStart::Wait { retry_after_secs: 3600 }
     );
 }
@@ -310,7 +379,12 @@ async fn an_unknown_address_is_answered_exactly_like_an_account() {
     let known = Email::parse("known@example.com").unwrap();
     world
         .domain
-        .run(Register { user: UserId::from_random([7; 16]), email: known.clone(), password_hash: "$argon2id$x".into() })
+        .run(Register {
+            user: UserId::from_random([7; 16]),
+            email: known.clone(),
+            password_hash: "$argon2id$x".into(),
+            origin: Origin::default(),
+        })
         .await
         .unwrap();
     let unknown = Email::parse("unknown@example.com").unwrap();
@@ -318,11 +392,24 @@ async fn an_unknown_address_is_answered_exactly_like_an_account() {
     for email in [known, unknown] {
         let mut transcript = Vec::new();
         for step in 0..26 {
-            let start = world.domain.run(BeginLogin { email: email.clone(), ip: None }).await.unwrap();
+            let start = world
+                .domain
+                .run(BeginLogin { email: email.clone(), ip: None, origin: Origin::default() })
+                .await
+                .unwrap();
             match &start {
                 LoginStart::Permit { subject, permit, .. } => {
                     transcript.push("permit".to_string());
-                    world.domain.run(FailLogin { subject: subject.clone(), permit: *permit, ip: None }).await.unwrap();
+                    world
+                        .domain
+                        .run(FailLogin {
+                            subject: subject.clone(),
+                            permit: *permit,
+                            ip: None,
+                            origin: Origin::default(),
+                        })
+                        .await
+                        .unwrap();
                 }
                 LoginStart::Wait { retry_after_secs } => transcript.push(format!("wait {retry_after_secs}")),
             }
@@ -363,7 +450,10 @@ async fn the_session_cap_evicts_the_oldest_or_refuses() {
     registered_session(&deny).await;
     assert_eq!(login(&deny, &email).await, LoginOutcome::CapReached);
     // A refusal by policy is not a failed attempt: the next attempt is not delayed.
-    assert!(matches!(deny.domain.run(BeginLogin { email, ip: None }).await.unwrap(), LoginStart::Permit { .. }));
+    assert!(matches!(
+        deny.domain.run(BeginLogin { email, ip: None, origin: Origin::default() }).await.unwrap(),
+        LoginStart::Permit { .. }
+    ));
 }
 
 #[actix_rt::test]
@@ -374,20 +464,21 @@ async fn a_network_with_too_many_failures_is_throttled_for_every_account() {
     let ip = Some(IpPrefix::V4([198, 51, 100]));
     for i in 0..3 {
         let email = Email::parse(&format!("victim{i}@example.com")).unwrap();
-        let LoginStart::Permit { subject, permit, .. } = world.domain.run(BeginLogin { email, ip }).await.unwrap()
+        let LoginStart::Permit { subject, permit, .. } =
+            world.domain.run(BeginLogin { email, ip, origin: Origin::default() }).await.unwrap()
         else {
             panic!()
         };
-        world.domain.run(FailLogin { subject, permit, ip }).await.unwrap();
+        world.domain.run(FailLogin { subject, permit, ip, origin: Origin::default() }).await.unwrap();
     }
     let fresh = Email::parse("untouched@example.com").unwrap();
     assert!(matches!(
-        world.domain.run(BeginLogin { email: fresh.clone(), ip }).await.unwrap(),
+        world.domain.run(BeginLogin { email: fresh.clone(), ip, origin: Origin::default() }).await.unwrap(),
         LoginStart::Wait { .. }
     ));
     let other_network = Some(IpPrefix::V4([198, 51, 101]));
     assert!(matches!(
-        world.domain.run(BeginLogin { email: fresh, ip: other_network }).await.unwrap(),
+        world.domain.run(BeginLogin { email: fresh, ip: other_network, origin: Origin::default() }).await.unwrap(),
         LoginStart::Permit { .. }
     ));
 
@@ -424,7 +515,11 @@ async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     let LoginOutcome::Opened(mut active) = login(&world, &email).await else { panic!() };
     let LoginOutcome::Opened(idle) = login(&world, &email).await else { panic!() };
     assert_eq!(
-        world.domain.run(Logout { user: logged_out.user, family: logged_out.family }).await.unwrap(),
+        world
+            .domain
+            .run(Logout { user: logged_out.user, family: logged_out.family, origin: Origin::default() })
+            .await
+            .unwrap(),
         LogoutOutcome::LoggedOut
     );
     assert_eq!(sweep_all(&mut sweeper).await, 0, "nothing ended a retention ago");
@@ -435,16 +530,27 @@ async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     let indexed = |family| world.store.data.lock().contains_key(&keys::user_family(logged_out.user, family));
     assert!(!stored(logged_out.family) && !indexed(logged_out.family));
     // Its actor, still in memory, answers from the state it holds; a fresh one finds nothing.
-    let refused = world.domain.run(Refresh { token: logged_out.refresh_token.clone(), device: PHONE }).await.unwrap();
+    let refused = world
+        .domain
+        .run(Refresh { token: logged_out.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+        .await
+        .unwrap();
     assert_eq!(refused, RefreshOutcome::Revoked);
     world.domain.registry().leadership_lost();
     assert_eq!(
-        world.domain.run(Refresh { token: logged_out.refresh_token, device: PHONE }).await.unwrap(),
+        world
+            .domain
+            .run(Refresh { token: logged_out.refresh_token, device: PHONE, origin: Origin::default() })
+            .await
+            .unwrap(),
         RefreshOutcome::Invalid
     );
     // The idle session's actor is in memory when its family is deleted.
-    let RefreshOutcome::Rotated(idle) =
-        world.domain.run(Refresh { token: idle.refresh_token, device: PHONE }).await.unwrap()
+    let RefreshOutcome::Rotated(idle) = world
+        .domain
+        .run(Refresh { token: idle.refresh_token, device: PHONE, origin: Origin::default() })
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -453,8 +559,11 @@ async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     // expires after its week and is collected a retention later.
     for _ in 0..10 {
         world.clock.advance(Duration::from_secs(24 * 3600));
-        let RefreshOutcome::Rotated(next) =
-            world.domain.run(Refresh { token: active.refresh_token, device: PHONE }).await.unwrap()
+        let RefreshOutcome::Rotated(next) = world
+            .domain
+            .run(Refresh { token: active.refresh_token, device: PHONE, origin: Origin::default() })
+            .await
+            .unwrap()
         else {
             panic!("the active session ended")
         };
@@ -466,7 +575,7 @@ async fn ended_families_are_collected_a_retention_later_and_live_ones_never() {
     // The idle session's actor still holds the expired state: logging it out writes, finds
     // the family deleted, and answers as for a family that never existed.
     assert_eq!(
-        world.domain.run(Logout { user: idle.user, family: idle.family }).await.unwrap(),
+        world.domain.run(Logout { user: idle.user, family: idle.family, origin: Origin::default() }).await.unwrap(),
         LogoutOutcome::NotFound
     );
 }
@@ -477,7 +586,7 @@ async fn a_family_that_changed_since_it_was_judged_is_left_for_the_next_pass() {
     let mut sweeper = Sweeper::new(Arc::clone(world.domain.registry().context()));
     let grant = registered_session(&world).await;
     assert_eq!(
-        world.domain.run(Logout { user: grant.user, family: grant.family }).await.unwrap(),
+        world.domain.run(Logout { user: grant.user, family: grant.family, origin: Origin::default() }).await.unwrap(),
         LogoutOutcome::LoggedOut
     );
     world.clock.advance(SessionPolicy::default().retention);
@@ -486,4 +595,62 @@ async fn a_family_that_changed_since_it_was_judged_is_left_for_the_next_pass() {
     assert!(world.store.data.lock().contains_key(&keys::family(grant.family)));
     assert_eq!(sweeper.sweep(10).await.unwrap(), Swept { scanned: 1, collected: 1, wrapped: true });
     assert!(!world.store.data.lock().contains_key(&keys::family(grant.family)));
+}
+
+/// The actions recorded in the audit stream so far, in order.
+fn audited(world: &World) -> Vec<String> {
+    world
+        .store
+        .streams
+        .lock()
+        .get(tessera_actors::audit::STREAM)
+        .map(|texts| {
+            texts.iter().map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["action"].to_string()).collect()
+        })
+        .unwrap_or_default()
+}
+
+#[actix_rt::test]
+async fn every_acknowledged_security_decision_is_recorded_once_and_a_normal_refresh_not_at_all() {
+    let world = world();
+    let grant = registered_session(&world).await;
+    assert_eq!(audited(&world), [r#""user.registered""#, r#""login.succeeded""#, r#""session.created""#]);
+
+    let refreshes = (0..10).map(|_| {
+        world.domain.run(Refresh { token: grant.refresh_token.clone(), device: PHONE, origin: Origin::default() })
+    });
+    let successors: Vec<_> = futures::future::join_all(refreshes).await;
+    assert_eq!(audited(&world).len(), 3, "rotations and grace retries are not events");
+    let (RefreshOutcome::Rotated(next) | RefreshOutcome::Grace(next)) = successors[0].clone().unwrap() else {
+        panic!()
+    };
+    world.clock.advance(Duration::from_secs(60));
+    let RefreshOutcome::Rotated(_) = world
+        .domain
+        .run(Refresh { token: next.refresh_token, device: PHONE, origin: Origin::default() })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let replay = Refresh { token: grant.refresh_token.clone(), device: PHONE, origin: Origin::default() };
+    assert_eq!(world.domain.run(replay).await.unwrap(), RefreshOutcome::Replayed);
+    let again = Refresh { token: grant.refresh_token, device: PHONE, origin: Origin::default() };
+    assert_eq!(world.domain.run(again).await.unwrap(), RefreshOutcome::Revoked);
+    assert_eq!(audited(&world)[3..], [r#""session.replay_detected""#, r#""session.revoked""#], "once, not per replay");
+
+    let unknown = Email::parse("nobody@example.com").unwrap();
+    let LoginStart::Permit { subject, permit, .. } =
+        world.domain.run(BeginLogin { email: unknown, ip: None, origin: Origin::default() }).await.unwrap()
+    else {
+        panic!()
+    };
+    world.domain.run(FailLogin { subject, permit, ip: None, origin: Origin::default() }).await.unwrap();
+    let stream = world.store.streams.lock().get(tessera_actors::audit::STREAM).unwrap().clone();
+    let failure: serde_json::Value = serde_json::from_str(stream.last().unwrap()).unwrap();
+    assert_eq!(failure["action"], "login.failed");
+    assert_eq!(failure["changes"]["reason"], "unknown_account");
+    assert_eq!(failure["user_id"], serde_json::Value::Null);
+    assert!(!stream.last().unwrap().contains("nobody@example.com"), "the address is sealed: {failure}");
+    assert!(!stream.iter().any(|t| t.contains("alice@example.com")), "so is the registered one");
 }

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tessera_actors::address_actor::Register;
+use tessera_actors::audit::Actor;
 use tessera_actors::client_actor::AdmitRegistration;
 use tessera_actors::domain::{Email, RefreshToken, UserId, Verified, password};
 use tessera_actors::family_actor::{Logout, LogoutAll, LogoutOthers, Refresh};
@@ -107,7 +108,11 @@ pub async fn register(
     state.password_policy.check(&raw_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let hash = state.passwords.hash(SecretString::from(raw_password)).await?;
     let user = UserId::from_random(random(&*state.entropy));
-    match state.gateway.call(Register { user, email, password_hash: hash }).await? {
+    match state
+        .gateway
+        .call(Register { user, email, password_hash: hash, origin: state.clients.origin(&req, Actor::Subject) })
+        .await?
+    {
         RegisterOutcome::Registered => {
             count!("tessera_register_total", "outcome" => "created");
             Ok(no_store(HttpResponse::Created()).json(Registered { user_id: user.to_string() }))
@@ -143,8 +148,9 @@ pub async fn login(
     let email = email(&raw_email)?;
     let password = bounded(raw_password)?;
     let client = state.clients.client(&req);
+    let origin = state.clients.origin(&req, Actor::Subject);
     let (subject, permit, hash, credential_version) =
-        match state.gateway.call(BeginLogin { email, ip: client.ip }).await? {
+        match state.gateway.call(BeginLogin { email, ip: client.ip, origin: origin.clone() }).await? {
             LoginStart::Permit { subject, permit, password_hash, credential_version } => {
                 (subject, permit, password_hash, credential_version)
             }
@@ -153,12 +159,12 @@ pub async fn login(
                 return Err(ApiError::TooManyAttempts { retry_after_secs });
             }
         };
-    if !check_guess(&state, &subject, permit, password, hash, client.ip).await? {
+    if !check_guess(&state, &subject, permit, password, hash, client.ip, &origin).await? {
         count!("tessera_login_total", "outcome" => "failure");
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     }
     let verified = Verified { permit, credential_version };
-    match state.gateway.call(CompleteLogin { subject, verified, client }).await? {
+    match state.gateway.call(CompleteLogin { subject, verified, client, origin }).await? {
         LoginOutcome::Opened(grant) => {
             count!("tessera_login_total", "outcome" => "success");
             tokens(&state, &req, &grant, transport)
@@ -208,7 +214,11 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::By
     if from_cookie {
         require_csrf(&req, &state, token.family, Via::Cookie, state.clock.now())?;
     }
-    match state.gateway.call(Refresh { token, device: state.clients.device(&req) }).await? {
+    match state
+        .gateway
+        .call(Refresh { token, device: state.clients.device(&req), origin: state.clients.origin(&req, Actor::Subject) })
+        .await?
+    {
         RefreshOutcome::Rotated(grant) => {
             count!("tessera_refresh_total", "outcome" => "rotated");
             tokens(&state, &req, &grant, transport)
@@ -266,14 +276,15 @@ pub async fn logout(
     let now = state.clock.now();
     let caller = authenticate(&req, &state, now).await?;
     require_csrf(&req, &state, caller.family, caller.via, now)?;
+    let origin = state.clients.origin(&req, Actor::Subject);
     match scope {
         "all" => {
-            state.gateway.call(LogoutAll { user: caller.user }).await?;
+            state.gateway.call(LogoutAll { user: caller.user, origin }).await?;
         }
         "others" => {
-            state.gateway.call(LogoutOthers { user: caller.user, keep: caller.family }).await?;
+            state.gateway.call(LogoutOthers { user: caller.user, keep: caller.family, origin }).await?;
         }
-        _ => match state.gateway.call(Logout { user: caller.user, family: caller.family }).await? {
+        _ => match state.gateway.call(Logout { user: caller.user, family: caller.family, origin }).await? {
             LogoutOutcome::LoggedOut | LogoutOutcome::AlreadyLoggedOut => {}
             LogoutOutcome::NotFound => return Err(ApiError::InvalidToken("the session has ended")),
         },
@@ -431,7 +442,11 @@ pub async fn unlock(
         return Err(ApiError::InvalidToken("an admin token is required"));
     }
     let user = UserId::parse(&path).ok_or_else(|| ApiError::BadRequest("not a user id".into()))?;
-    match state.gateway.call(Unlock { user }).await? {
+    match state
+        .gateway
+        .call(Unlock { user, origin: state.clients.origin(&req, Actor::Admin { id: "admin-token".into() }) })
+        .await?
+    {
         UnlockOutcome::Unlocked => Ok(no_store(HttpResponse::Ok()).json(Unlocked { was_locked: true })),
         UnlockOutcome::WasNotLocked => Ok(no_store(HttpResponse::Ok()).json(Unlocked { was_locked: false })),
         UnlockOutcome::NoSuchUser => Err(ApiError::NotFound),

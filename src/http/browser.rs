@@ -4,6 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use tessera_actors::audit::Actor;
 use tessera_actors::domain::{FamilyId, Verified, password};
 use tessera_actors::family_actor::Logout;
 use tessera_actors::identity_actor::{AbandonLogin, BeginLogin, ChangePassword};
@@ -96,7 +97,11 @@ pub async fn revoke_session(
     let caller = authenticate(&req, &state, now).await?;
     require_csrf(&req, &state, caller.family, caller.via, now)?;
     let target = FamilyId::parse(&path).ok_or(ApiError::NotFound)?;
-    match state.gateway.call(Logout { user: caller.user, family: target }).await? {
+    match state
+        .gateway
+        .call(Logout { user: caller.user, family: target, origin: state.clients.origin(&req, Actor::Subject) })
+        .await?
+    {
         LogoutOutcome::LoggedOut | LogoutOutcome::AlreadyLoggedOut => {}
         LogoutOutcome::NotFound => return Err(ApiError::NotFound),
     }
@@ -146,7 +151,9 @@ pub async fn change_password(
     };
     state.password_policy.check(&new_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = state.clients.client(&req);
-    let (permit, hash, credential_version) = match state.gateway.call(BeginLogin { email, ip: client.ip }).await? {
+    let origin = state.clients.origin(&req, Actor::Subject);
+    let begin = BeginLogin { email, ip: client.ip, origin: origin.clone() };
+    let (permit, hash, credential_version) = match state.gateway.call(begin).await? {
         LoginStart::Permit { subject: LoginSubject::Account(user), permit, password_hash, credential_version }
             if user == caller.user =>
         {
@@ -154,13 +161,14 @@ pub async fn change_password(
         }
         LoginStart::Permit { subject, permit, .. } => {
             // The address no longer belongs to the caller: give the permit back.
-            let _ = state.gateway.call(AbandonLogin { subject, permit }).await;
+            let _ = state.gateway.call(AbandonLogin { subject, permit, origin: origin.clone() }).await;
             return Err(ApiError::InvalidToken("the session has ended"));
         }
         LoginStart::Wait { retry_after_secs } => return Err(ApiError::TooManyAttempts { retry_after_secs }),
     };
     let subject = LoginSubject::Account(caller.user);
-    if !check_guess(&state, &subject, permit, SecretString::from(current_password), hash, client.ip).await? {
+    let current = SecretString::from(current_password);
+    if !check_guess(&state, &subject, permit, current, hash, client.ip, &origin).await? {
         return Err(ApiError::InvalidGrant("the current password is wrong"));
     }
     let new_hash = state.passwords.hash(SecretString::from(new_password)).await?;
@@ -171,6 +179,7 @@ pub async fn change_password(
         current: caller.family,
         device: client.device,
         revoke_others: revoke_other_sessions.unwrap_or(true),
+        origin,
     };
     match state.gateway.call(change).await? {
         PasswordOutcome::Changed(grant) => {

@@ -3,17 +3,21 @@
 
 use std::net::IpAddr;
 
-use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderName};
+use actix_web::{HttpMessage, HttpRequest};
+use tessera_actors::audit::{Actor, Origin};
 use tessera_actors::domain::{DeviceBinding, DeviceHash, IpPrefix};
 use tessera_actors::protocol::ClientContext;
 
+use crate::http::request_id::RequestId;
 use crate::net::Cidr;
 
 /// Longest header value that goes into the device hash; longer values are cut (the hash only
 /// needs to tell devices apart, not to store what they sent).
 const MAX_DEVICE_HEADER: usize = 512;
 const MAX_LABEL_CHARS: usize = 80;
+/// Longest user agent the audit trail records.
+const MAX_AUDIT_AGENT_CHARS: usize = 256;
 
 /// How requests are attributed to devices and networks.
 #[derive(Clone, Debug)]
@@ -33,6 +37,18 @@ impl ClientPolicy {
             device: self.device(req),
             ip: client_ip(req, &self.proxies).map(IpPrefix::from),
             label: agent.chars().filter(|c| !c.is_control()).take(MAX_LABEL_CHARS).collect(),
+        }
+    }
+
+    /// Where the request came from, for the audit trail: its id, the client's address and user
+    /// agent, and who acts.
+    pub fn origin(&self, req: &HttpRequest, actor: Actor) -> Origin {
+        let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        Origin {
+            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default(),
+            ip: client_ip(req, &self.proxies),
+            user_agent: agent.chars().filter(|c| !c.is_control()).take(MAX_AUDIT_AGENT_CHARS).collect(),
+            actor,
         }
     }
 

@@ -6,6 +6,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use tessera_actors::audit::Origin;
 use tessera_actors::domain::IpPrefix;
 use tessera_actors::identity_actor::{AbandonLogin, FailLogin};
 use tessera_actors::ports::random;
@@ -125,15 +126,16 @@ pub async fn check_guess(
     password: SecretString,
     hash: Option<String>,
     ip: Option<IpPrefix>,
+    origin: &Origin,
 ) -> Result<bool, ApiError> {
     match state.passwords.verify(password, hash).await {
         Ok(true) => Ok(true),
         Ok(false) => {
-            state.gateway.call(FailLogin { subject: subject.clone(), permit, ip }).await?;
+            state.gateway.call(FailLogin { subject: subject.clone(), permit, ip, origin: origin.clone() }).await?;
             Ok(false)
         }
         Err(e) => {
-            let _ = state.gateway.call(AbandonLogin { subject: subject.clone(), permit }).await;
+            let _ = state.gateway.call(AbandonLogin { subject: subject.clone(), permit, origin: origin.clone() }).await;
             Err(e.into())
         }
     }

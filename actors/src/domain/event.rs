@@ -1,27 +1,58 @@
 //! Security events: what a rule's decision means for "who did what, when".
 //!
 //! Rules return the events their verdict implies next to the state it carries; the shell
-//! records them exactly when the decision takes effect (after its write commits, or at once
-//! for a decision that writes nothing). They carry ids and reasons only: never a token, a
-//! password, a hash or an email address.
+//! records them exactly when the decision takes effect: in the same replicated write as the
+//! change (see `commit` and `audit`), or in a write of their own for a decision that changes
+//! nothing (a refused attempt). They carry ids and reasons, and an email address only where no
+//! account id can stand for it (the account does not exist, or is being created); the audit
+//! trail seals that, and never holds a token, a password or a hash.
 
+use super::email::Email;
 use super::family::RevokeReason;
 use super::ids::{FamilyId, Generation, UserId};
 use super::time::Millis;
 
+/// Why a login attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// A guess was evaluated and wrong (or right against a replaced credential, or for a
+    /// disabled account: answered the same way).
+    BadPassword,
+    /// A guess for an address without an account.
+    UnknownAccount,
+    /// No guess was evaluated: the account (or address) is locked.
+    Locked,
+    /// No guess was evaluated: too soon after a failure, too many guesses in flight, or the
+    /// client network is throttled.
+    Throttled,
+}
+
+impl LoginFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginFailure::BadPassword => "bad_password",
+            LoginFailure::UnknownAccount => "unknown_account",
+            LoginFailure::Locked => "locked",
+            LoginFailure::Throttled => "throttled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     UserRegistered {
         user: UserId,
+        email: Email,
     },
     LoginSucceeded {
         user: UserId,
         session: FamilyId,
     },
-    /// A guess evaluated under a permit was wrong, or right against a replaced credential or a
-    /// disabled account (answered like a wrong password).
+    /// `user` is `None` for an address without an account; then `email` names the address.
     LoginFailed {
-        user: UserId,
+        user: Option<UserId>,
+        email: Option<Email>,
+        reason: LoginFailure,
     },
     /// The failure recorded with this event locked the account (`until: None`: until an
     /// administrator unlocks it).
@@ -53,13 +84,19 @@ pub enum Event {
         user: UserId,
         others_revoked: bool,
     },
-    /// A refresh from a device other than the session's: refused, or allowed and logged
-    /// (depending on the binding policy).
-    DeviceMismatch {
+    /// A refresh from a device other than the session's, refused (the `Reject` binding).
+    DeviceMismatchRefused {
         user: UserId,
         session: FamilyId,
-        refused: bool,
     },
+}
+
+/// One value of an event's `changes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Text(&'static str),
+    Number(u64),
+    Flag(bool),
 }
 
 impl Event {
@@ -75,7 +112,78 @@ impl Event {
             Event::SessionRevoked { .. } => "session.revoked",
             Event::ReplayDetected { .. } => "session.replay_detected",
             Event::PasswordChanged { .. } => "password.changed",
-            Event::DeviceMismatch { .. } => "device.mismatch",
+            Event::DeviceMismatchRefused { .. } => "device.mismatch_refused",
+        }
+    }
+
+    /// The account the event is about, if there is one.
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            Event::UserRegistered { user, .. }
+            | Event::LoginSucceeded { user, .. }
+            | Event::AccountLocked { user, .. }
+            | Event::AccountUnlocked { user, .. }
+            | Event::SessionCreated { user, .. }
+            | Event::SessionRevoked { user, .. }
+            | Event::ReplayDetected { user, .. }
+            | Event::PasswordChanged { user, .. }
+            | Event::DeviceMismatchRefused { user, .. } => Some(*user),
+            Event::LoginFailed { user, .. } => *user,
+        }
+    }
+
+    /// The session the event is about, if it is about one (otherwise it is about the account).
+    pub fn session(&self) -> Option<FamilyId> {
+        match self {
+            Event::LoginSucceeded { session, .. }
+            | Event::SessionCreated { session, .. }
+            | Event::SessionRevoked { session, .. }
+            | Event::ReplayDetected { session, .. }
+            | Event::DeviceMismatchRefused { session, .. } => Some(*session),
+            Event::UserRegistered { .. }
+            | Event::LoginFailed { .. }
+            | Event::AccountLocked { .. }
+            | Event::AccountUnlocked { .. }
+            | Event::PasswordChanged { .. } => None,
+        }
+    }
+
+    /// The email address the event names (sealed in the audit trail).
+    pub fn email(&self) -> Option<&Email> {
+        match self {
+            Event::UserRegistered { email, .. } => Some(email),
+            Event::LoginFailed { email, .. } => email.as_ref(),
+            Event::LoginSucceeded { .. }
+            | Event::AccountLocked { .. }
+            | Event::AccountUnlocked { .. }
+            | Event::SessionCreated { .. }
+            | Event::SessionRevoked { .. }
+            | Event::ReplayDetected { .. }
+            | Event::PasswordChanged { .. }
+            | Event::DeviceMismatchRefused { .. } => None,
+        }
+    }
+
+    /// What changed, as plain named values (no personal data).
+    pub fn changes(&self) -> Vec<(&'static str, Change)> {
+        match self {
+            Event::LoginFailed { reason, .. } => vec![("reason", Change::Text(reason.as_str()))],
+            Event::AccountLocked { failures, until, .. } => {
+                let mut changes = vec![("failures", Change::Number(u64::from(*failures)))];
+                match until {
+                    Some(until) => changes.push(("until", Change::Number(until.0))),
+                    None => changes.push(("permanent", Change::Flag(true))),
+                }
+                changes
+            }
+            Event::AccountUnlocked { was_locked, .. } => vec![("was_locked", Change::Flag(*was_locked))],
+            Event::SessionRevoked { reason, .. } => vec![("reason", Change::Text(reason.as_str()))],
+            Event::ReplayDetected { presented, .. } => vec![("presented_generation", Change::Number(presented.0))],
+            Event::PasswordChanged { others_revoked, .. } => vec![("others_revoked", Change::Flag(*others_revoked))],
+            Event::UserRegistered { .. }
+            | Event::LoginSucceeded { .. }
+            | Event::SessionCreated { .. }
+            | Event::DeviceMismatchRefused { .. } => Vec::new(),
         }
     }
 }

@@ -65,6 +65,10 @@ pub enum RevokeReason {
     Cap,
     Admin,
     PasswordChange,
+    /// "Log out everywhere".
+    LogoutAll,
+    /// "Log out every other session".
+    LogoutOthers,
 }
 
 impl RevokeReason {
@@ -75,6 +79,8 @@ impl RevokeReason {
             RevokeReason::Cap => "cap",
             RevokeReason::Admin => "admin",
             RevokeReason::PasswordChange => "password_change",
+            RevokeReason::LogoutAll => "logout_all",
+            RevokeReason::LogoutOthers => "logout_others",
         }
     }
 }
@@ -203,18 +209,17 @@ pub enum RevokeVerdict {
 
 impl RefreshVerdict {
     /// The security events of this verdict on session `id` (whose state before the refresh is
-    /// `family`), for a token of generation `presented` from `device`.
-    pub fn events(&self, id: FamilyId, family: &Family, presented: Generation, device: DeviceHash) -> Vec<Event> {
+    /// `family`), for a token of generation `presented`.
+    pub fn events(&self, id: FamilyId, family: &Family, presented: Generation) -> Vec<Event> {
         let (user, session) = (family.user, id);
         match self {
-            RefreshVerdict::Rotated { .. } if device != family.login_device => {
-                vec![Event::DeviceMismatch { user, session, refused: false }]
-            }
             RefreshVerdict::Replayed { .. } => vec![
                 Event::ReplayDetected { user, session, presented },
                 Event::SessionRevoked { user, session, reason: RevokeReason::Replay },
             ],
-            RefreshVerdict::ForeignDevice => vec![Event::DeviceMismatch { user, session, refused: true }],
+            RefreshVerdict::ForeignDevice => vec![Event::DeviceMismatchRefused { user, session }],
+            // Allowed from another device under the `Log` binding: a metric and a log line, not
+            // an audit event (like a normal refresh).
             RefreshVerdict::Rotated { .. }
             | RefreshVerdict::Grace { .. }
             | RefreshVerdict::Expired
@@ -689,14 +694,15 @@ mod tests {
     fn a_replay_and_a_foreign_device_are_security_events() {
         let g2 = rotate(&fresh(), later(1), PHONE);
         let replay = g2.refresh(ID, &token(&g2, 1), LAPTOP, later(20), &policy(), &pepper());
-        let actions: Vec<_> = replay.events(ID, &g2, Generation(1), LAPTOP).iter().map(Event::action).collect();
+        let actions: Vec<_> = replay.events(ID, &g2, Generation(1)).iter().map(Event::action).collect();
         assert_eq!(actions, vec!["session.replay_detected", "session.revoked"]);
         let rotated = g2.refresh(ID, &token(&g2, 2), PHONE, later(21), &policy(), &pepper());
-        assert!(rotated.events(ID, &g2, Generation(2), PHONE).is_empty(), "a normal refresh is a metric, not an event");
-        let elsewhere = g2.refresh(ID, &token(&g2, 2), LAPTOP, later(21), &policy(), &pepper());
+        assert!(rotated.events(ID, &g2, Generation(2)).is_empty(), "a normal refresh is a metric, not an event");
+        let reject = SessionPolicy { binding: DeviceBinding::Reject, ..policy() };
+        let elsewhere = g2.refresh(ID, &token(&g2, 2), LAPTOP, later(21), &reject, &pepper());
         assert_eq!(
-            elsewhere.events(ID, &g2, Generation(2), LAPTOP),
-            vec![Event::DeviceMismatch { user: g2.user, session: ID, refused: false }]
+            elsewhere.events(ID, &g2, Generation(2)),
+            vec![Event::DeviceMismatchRefused { user: g2.user, session: ID }]
         );
     }
 

@@ -24,9 +24,9 @@
 
 use super::device::DeviceHash;
 use super::email::Email;
-use super::event::Event;
+use super::event::{Event, LoginFailure};
 use super::family::{Family, Opening, RevokeReason, RevokeVerdict, SessionPolicy};
-use super::guard::{Attempt, LockoutPolicy, LoginGuard, ReportVerdict};
+use super::guard::{Attempt, LockoutPolicy, LoginGuard, PermitVerdict, ReportVerdict};
 use super::identity::{CapVerdict, Identity, LoginVerdict, SessionCap};
 use super::ids::{FamilyId, UserId};
 use super::time::Millis;
@@ -78,7 +78,7 @@ pub fn check(
 
 /// The events of a recorded failure: the failure, and the lock it caused, if it did.
 pub fn failure_events(user: UserId, before: &LoginGuard, after: &LoginGuard, now: Millis) -> Vec<Event> {
-    let mut events = vec![Event::LoginFailed { user }];
+    let mut events = vec![Event::LoginFailed { user: Some(user), email: None, reason: LoginFailure::BadPassword }];
     if !before.is_locked(now) && after.is_locked(now) {
         let until = if after.locked_forever { None } else { after.locked_until };
         events.push(Event::AccountLocked { user, failures: after.failures, until });
@@ -98,6 +98,28 @@ pub fn report_events(
     match attempt {
         Attempt::Failed => failure_events(user, before, after, now),
         Attempt::Succeeded | Attempt::Abandoned => Vec::new(),
+    }
+}
+
+/// The event of a permit refused for `user` (or, when `user` is `None`, for `email`, an
+/// address without an account); `None` for a granted permit.
+pub fn refusal_event(user: Option<UserId>, email: Option<&Email>, refused: &PermitVerdict) -> Option<Event> {
+    let reason = match refused {
+        PermitVerdict::Granted { .. } => return None,
+        PermitVerdict::Throttled { .. } => LoginFailure::Throttled,
+        PermitVerdict::Locked { .. } => LoginFailure::Locked,
+    };
+    Some(Event::LoginFailed { user, email: user.is_none().then(|| email.cloned()).flatten(), reason })
+}
+
+/// The events of a check reported for an address without an account: a failure (every guess
+/// for it is wrong), or nothing for a check that was never made.
+pub fn unknown_account_events(email: &Email, attempt: Attempt) -> Vec<Event> {
+    match attempt {
+        Attempt::Failed | Attempt::Succeeded => {
+            vec![Event::LoginFailed { user: None, email: Some(email.clone()), reason: LoginFailure::UnknownAccount }]
+        }
+        Attempt::Abandoned => Vec::new(),
     }
 }
 
@@ -302,7 +324,7 @@ pub fn register(
         Some(_) => RegisterDecision::Taken,
         None => RegisterDecision::Create {
             identity: Identity::new(user, email.clone(), password_hash.to_string(), now),
-            events: vec![Event::UserRegistered { user }],
+            events: vec![Event::UserRegistered { user, email: email.clone() }],
         },
     }
 }
@@ -312,7 +334,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::{Amr, CapAction, PermitVerdict};
+    use crate::domain::{Amr, CapAction};
 
     const T0: Millis = Millis(1_000_000);
     const PHONE: DeviceHash = DeviceHash([1; 16]);

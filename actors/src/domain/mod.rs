@@ -20,7 +20,7 @@ pub mod time;
 
 pub use device::DeviceHash;
 pub use email::{Email, EmailError};
-pub use event::Event;
+pub use event::{Change, Event, LoginFailure};
 pub use family::{
     AccessVerdict, Amr, DeviceBinding, EndVerdict, Family, Opening, RefreshVerdict, Revocation, RevokeReason,
     RevokeVerdict, SessionPolicy,

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tessera_actors::domain::{LockoutPolicy, Millis, Pepper, SessionCap, SessionPolicy};
 use tessera_actors::ports::{Clock, Entropy, ReplicaError, Replicator, Write, WriteOutcome};
-use tessera_actors::{ActorContext, Domain, Record, Registry, ThrottlePolicy};
+use tessera_actors::{ActorContext, AuditPolicy, Domain, Record, Registry, ThrottlePolicy};
 
 pub struct FakeClock(AtomicU64);
 
@@ -48,6 +48,8 @@ pub struct MemoryStore {
     pub force_conflicts: AtomicUsize,
     pub term: Mutex<Option<u64>>,
     pub confirmations: AtomicUsize,
+    /// Every text appended, by stream, in order (the fake never flushes or compacts).
+    pub streams: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 impl MemoryStore {
@@ -66,6 +68,10 @@ impl MemoryStore {
         }
         for key in write.deletes {
             data.remove(&key);
+        }
+        let mut streams = self.streams.lock();
+        for (stream, text) in write.appends {
+            streams.entry(stream).or_default().push(text);
         }
         WriteOutcome::Committed { version }
     }
@@ -95,6 +101,10 @@ impl Replicator for MemoryStore {
             .take(limit)
             .map(|(k, (v, r))| (k.clone(), *v, r.clone()))
             .collect())
+    }
+
+    fn stream_backlog(&self) -> usize {
+        0
     }
 
     fn write(&self, write: Write) -> BoxFuture<'static, Result<WriteOutcome, ReplicaError>> {
@@ -162,6 +172,7 @@ pub fn world_with(tune: impl FnOnce(&mut ActorContext)) -> World {
         lockout: LockoutPolicy::default(),
         cap: SessionCap::default(),
         throttle: ThrottlePolicy::default(),
+        audit: AuditPolicy { cluster_pii_key: [9; 32], max_backlog: 100_000 },
     };
     tune(&mut cx);
     let cx = Arc::new(cx);
