@@ -26,6 +26,26 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Print fresh random secrets as `export` lines (one set for every node of a cluster).
     Secrets,
+    /// Check the audit trail in the snapshot store (see docs/audit.md).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the chain, the signed checkpoints and the purge anchor; exit 0 if intact, 1 naming
+    /// the first bad `seq`, 2 if the store cannot be read.
+    Verify {
+        /// The checkpoint key's public half (base64url), as `tessera audit public-key` printed
+        /// it; default: derived from the configured key-encryption key.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// The snapshot store (default: `database_url` from the configuration).
+        #[arg(long, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// Print the public key that verifies the audit checkpoints (keep a copy outside the cluster).
+    PublicKey,
 }
 
 #[derive(Debug, Subcommand)]

@@ -76,6 +76,8 @@ pub enum Unavailable {
     /// The durable store has not taken the audit trail for a while and the replicas' backlog
     /// of it is full: writes that record security events wait.
     AuditBacklog,
+    /// The snapshot store cannot be read (the audit query).
+    Store,
 }
 
 impl Unavailable {
@@ -92,6 +94,7 @@ impl Unavailable {
             Unavailable::Frozen => "this node has just resumed from a pause; retry",
             Unavailable::Membership => "the cluster change did not complete; retry (the node's log says why)",
             Unavailable::AuditBacklog => "security events cannot be recorded right now; retry",
+            Unavailable::Store => "the snapshot store cannot be read right now; retry",
         }
     }
 }

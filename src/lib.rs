@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod admin_cli;
+pub mod audit;
 pub mod cli;
 pub mod config;
 mod db;

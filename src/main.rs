@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config(ConfigCommand::Check) => check(&settings),
+        Command::Audit(command) => tessera::audit::cli::run(command, &settings),
         Command::Secrets => {
             print!("{}", tessera::secrets::generate_exports(&tessera::adapters::SystemEntropy));
             ExitCode::SUCCESS

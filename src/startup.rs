@@ -29,6 +29,9 @@ use tessera_cluster::{ClusterNode, NodeConfig, NodeInfo, Partition, PeerFaults};
 use tokio::sync::watch;
 
 use crate::adapters::{ClusterReplicator, SystemClock, SystemEntropy};
+use crate::audit::checkpoint;
+use crate::audit::keeper::Keeper;
+use crate::audit::store::AuditReader;
 use crate::config::{OverCap, Profile, Settings};
 use crate::gateway::{self, Gateway};
 use crate::http::client::ClientPolicy;
@@ -37,7 +40,7 @@ use crate::http::csrf::Csrf;
 use crate::http::state::AppState;
 use crate::http::{self};
 use crate::passwords::Passwords;
-use crate::secrets::{self, Secrets};
+use crate::secrets::{self, Secrets, purposes};
 use crate::tokens::keyring::Sealer;
 use crate::tokens::{AccessTokens, Issuer, KeyRing, provider};
 
@@ -67,6 +70,7 @@ struct Parts {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     replica: Arc<dyn Replicator>,
+    audit: AuditReader,
 }
 
 impl Node {
@@ -113,8 +117,8 @@ impl Node {
         let rows = settings.flush.rows_per_statement;
         // Test-only: a partition this node's peer client obeys, set through `/admin/faults`.
         let fault_layer = settings.fault_injection.then(|| Arc::new(Partition::default()));
-        let cluster = runtime.block_on(async {
-            let store = crate::db::connect(database_url.expose(), rows)
+        let (cluster, audit_store) = runtime.block_on(async {
+            let (store, audit_store) = crate::db::connect(database_url.expose(), rows)
                 .await
                 .with_context(|| format!("cannot open the snapshot store at {}", database_url.redacted()))?;
             let faults: Option<Arc<dyn PeerFaults>> = fault_layer.clone().map(|f| f as Arc<dyn PeerFaults>);
@@ -123,7 +127,7 @@ impl Node {
             if settings.bootstrap && cluster.bootstrap_single().await.map_err(anyhow::Error::msg)? {
                 tracing::info!(node_id = settings.node_id, "initialised a new one-member cluster");
             }
-            anyhow::Ok(cluster)
+            anyhow::Ok((cluster, audit_store))
         })?;
         // A restore converts every stored row (JSON, then the log's encoding) and writes a
         // local snapshot: hand the transient memory back rather than keep it resident.
@@ -158,6 +162,16 @@ impl Node {
             clock: Arc::clone(&clock),
             entropy: Arc::clone(&entropy),
             replica: Arc::clone(&replica),
+            audit: AuditReader { store: audit_store.clone(), runtime: runtime.handle().clone() },
+        };
+        let checkpoint_key = checkpoint::signing_key(&parts.secrets.derived_key(purposes::AUDIT_CHECKPOINT));
+        let keeper = Keeper {
+            cluster: cluster.clone(),
+            replica: Arc::clone(&replica),
+            store: audit_store,
+            clock: Arc::clone(&clock),
+            key: checkpoint_key,
+            settings: parts.settings.audit.clone(),
         };
         let served = serve(parts, public_listener, peer_listener)?;
 
@@ -172,8 +186,9 @@ impl Node {
             served.registry,
             keyring,
             Housekeeping { clock, sealer: Sealer { entropy, kek }, replica, issuer, actor_idle },
-            stopped,
+            stopped.clone(),
         ));
+        let audit_keeper = runtime.spawn(keeper.run(stopped));
         tracing::info!(%public_addr, %peer_addr, node_id = cluster.id(), "tessera is serving");
         Ok(Node {
             public_addr,
@@ -184,7 +199,7 @@ impl Node {
             peer: served.peer,
             http_thread: Some(served.thread),
             stop_housekeeping,
-            background: vec![sweeper, housekeeper],
+            background: vec![sweeper, housekeeper, audit_keeper],
         })
     }
 
@@ -293,7 +308,10 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
             });
             let registry = Arc::new(Registry::new(cx, arbiters));
             let domain = Domain::new(Arc::clone(&registry));
-            let request_ids = web::Data::new(http::request_id::RequestIds(Arc::clone(&parts.entropy)));
+            let request_ids = web::Data::new(http::request_id::RequestIds {
+                entropy: Arc::clone(&parts.entropy),
+                proxies: parts.settings.trusted_proxies.clone(),
+            });
             let state = web::Data::new(AppState {
                 node: parts.cluster.clone(),
                 gateway: Gateway::new(parts.cluster.clone(), domain.clone(), write_timeout),
@@ -306,12 +324,14 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 cookies,
                 csrf: Csrf::new(parts.secrets.cluster.expose().as_bytes()),
                 cors_origins: cors_origins.clone(),
-                replica: parts.replica,
+                replica: Arc::clone(&parts.replica),
                 password_policy: policies.password,
                 max_staleness,
                 admin_token: parts.secrets.admin_token.clone(),
                 metrics: crate::metrics::handle(),
                 started: Instant::now(),
+                audit: parts.audit,
+                audit_pii_key: parts.secrets.derived_key(secrets::purposes::AUDIT_PII),
             });
             let public = HttpServer::new(move || {
                 App::new()
@@ -334,6 +354,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 token: parts.secrets.admin_token.clone(),
                 faults: parts.fault_layer.clone(),
                 registry: Arc::clone(&registry),
+                replica: Arc::clone(&parts.replica),
             });
             let peer = HttpServer::new(move || {
                 App::new()

@@ -37,8 +37,11 @@ async fn a_fresh_node_is_live_ready_and_describes_its_cluster() {
 }
 
 #[tokio::test]
-async fn unknown_routes_are_problem_json_with_a_request_id() {
-    let app = TestApp::spawn().await;
+async fn unknown_routes_are_problem_json_with_the_request_id_a_trusted_proxy_gave() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path().join("data"));
+    settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let app = TestApp::spawn_with(dir, settings).await;
     let response =
         app.client.get(app.url("/v1/nothing-here")).header("x-request-id", "trace-me-42").send().await.unwrap();
     assert_eq!(response.status(), 404);

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::context::ActorContext;
 use crate::domain::{Change, Event, Millis, UserId};
-use crate::ports::random;
+use crate::ports::{Replicator, random};
 use crate::protocol::ActorError;
 use crate::record::{Record, keys};
 
@@ -184,6 +184,38 @@ pub fn record(
         ("user_id", text_or_null(user.map(|u| u.to_string()))),
     ]);
     serde_json::to_string(&Json::Object(fields)).map_err(|e| ActorError::Corrupt(format!("audit record: {e}")))
+}
+
+/// Opens the sealed fields of a stored `record` in place (the admin view): each becomes its
+/// plain text, or `null` where the key is gone. Returns whether the record's personal data has
+/// been erased (its user's key no longer exists).
+pub fn open(
+    replicator: &dyn Replicator,
+    cluster_key: &[u8; 32],
+    record: &mut serde_json::Value,
+) -> Result<bool, ActorError> {
+    let user = record.get("user_id").and_then(|u| u.as_str()).and_then(UserId::parse);
+    let key = match user {
+        None => Some(*cluster_key),
+        Some(user) => match replicator.read(&keys::pii(user))? {
+            Some((_, Record::PiiKey(key))) => Some(key),
+            Some((_, other)) => return Err(ActorError::Corrupt(format!("pii/{user} holds {other:?}"))),
+            None => None,
+        },
+    };
+    let open_field = |slot: Option<&mut serde_json::Value>, field: &str| {
+        if let Some(slot) = slot {
+            let plain = match (key, slot.as_str()) {
+                (Some(key), Some(sealed)) => unseal(&key, field, user, sealed),
+                _ => None,
+            };
+            *slot = plain.map_or(serde_json::Value::Null, serde_json::Value::String);
+        }
+    };
+    open_field(record.get_mut("ip"), "ip");
+    open_field(record.get_mut("user_agent"), "user_agent");
+    open_field(record.get_mut("changes").and_then(|c| c.get_mut("email")), "email");
+    Ok(key.is_none())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! | `POST /admin/elect` | start an election on this node |
 //! | `POST /admin/transfer/{id}` | move leadership to voter `id` (see `tessera_cluster`'s `membership`) |
 //! | `PUT /admin/faults` `{"isolated": [ids]}` | test builds only (`fault_injection`): cut this node off from those peers |
+//! | `DELETE /admin/pii/{user_id}` | test builds only (`fault_injection`): destroy a user's audit key, as erasing the user will |
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tessera_actors::Record;
+use tessera_actors::domain::UserId;
+use tessera_actors::ports::{Replicator, Write};
+use tessera_actors::record::keys;
 use tessera_cluster::{Change, Changed, ClusterNode, MembershipError, NodeId, NodeInfo, Partition};
 
 use crate::config::Secret;
@@ -34,6 +38,7 @@ pub struct AdminState {
     pub token: Secret,
     pub faults: Option<Arc<Partition>>,
     pub registry: Arc<tessera_actors::registry::Registry>,
+    pub replica: Arc<dyn Replicator>,
 }
 
 /// Constant-time check of `Authorization: Bearer <admin token>` (digests are compared, so
@@ -61,7 +66,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/members/{id}", web::delete().to(remove))
         .route("/admin/elect", web::post().to(elect))
         .route("/admin/transfer/{id}", web::post().to(transfer))
-        .route("/admin/faults", web::put().to(faults));
+        .route("/admin/faults", web::put().to(faults))
+        .route("/admin/pii/{user_id}", web::delete().to(erase_pii));
 }
 
 async fn init(state: web::Data<AdminState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -176,4 +182,21 @@ async fn faults(
     partition.set(body.isolated.clone());
     tracing::warn!(isolated = ?body.isolated, "fault injection: peer traffic with these nodes is cut");
     Ok(HttpResponse::Ok().json(json!({ "isolated": partition.isolated() })))
+}
+
+/// Destroys a user's audit key (the accounts issue's hard delete will do this as part of
+/// erasing the user): their events stay and still verify, their personal data no longer opens.
+async fn erase_pii(
+    state: web::Data<AdminState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    if state.faults.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let user = UserId::parse(&path).ok_or_else(|| ApiError::BadRequest("not a user id".into()))?;
+    let erase = Write { deletes: vec![keys::pii(user)], ..Write::default() };
+    state.replica.write(erase).await.map_err(|e| ApiError::unavailable_because(Unavailable::Busy, e))?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -6,6 +6,7 @@
 //! `ops`, and `admin` on the peer listener), and the OpenAPI document (`openapi`).
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod browser;
 pub mod caller;
@@ -62,7 +63,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .route("/v1/sessions", web::get().to(browser::list_sessions))
     .route("/v1/sessions/{session_id}", web::delete().to(browser::revoke_session))
     .route("/v1/password", web::post().to(browser::change_password))
-    .route("/v1/admin/users/{user_id}/unlock", web::post().to(auth::unlock));
+    .route("/v1/admin/users/{user_id}/unlock", web::post().to(auth::unlock))
+    .route("/v1/admin/audit", web::get().to(audit::audit_events));
 }
 
 /// Anything unrouted.

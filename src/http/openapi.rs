@@ -47,6 +47,7 @@ impl Modify for BearerAuth {
         crate::http::auth::jwks,
         crate::http::auth::discovery,
         crate::http::auth::unlock,
+        crate::http::audit::audit_events,
         crate::http::browser::csrf_token,
         crate::http::browser::list_sessions,
         crate::http::browser::revoke_session,

@@ -1,6 +1,8 @@
-//! Every request gets an id: the caller's `X-Request-Id` if it is sane, else a fresh UUID (v4,
-//! from the node's entropy, registered as [`RequestIds`]). The id is on the request's tracing
-//! span (so on every log line it causes) and is echoed in the response.
+//! Every request gets an id: the `X-Request-Id` of a trusted proxy (`trusted_proxies`) if it
+//! is sane, else a fresh UUID (v4, from the node's entropy, registered as [`RequestIds`]). The
+//! id is on the request's tracing span (so on every log line it causes), in the audit record of
+//! every event it causes, and echoed in the response. A client that is not a trusted proxy
+//! cannot choose the id its events are recorded under.
 
 use std::sync::Arc;
 
@@ -12,18 +14,23 @@ use actix_web::{Error, HttpMessage, web};
 use tessera_actors::ports::{Entropy, random};
 use tracing::Instrument;
 
+use crate::net::Cidr;
+
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id, available to handlers through request extensions.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Where generated ids come from (app data of the listener).
-pub struct RequestIds(pub Arc<dyn Entropy>);
+/// Where generated ids come from, and whose ids are taken (app data of the listener).
+pub struct RequestIds {
+    pub entropy: Arc<dyn Entropy>,
+    pub proxies: Vec<Cidr>,
+}
 
 impl RequestIds {
     fn generate(&self) -> String {
-        uuid::Builder::from_random_bytes(random(&*self.0)).into_uuid().to_string()
+        uuid::Builder::from_random_bytes(random(&*self.entropy)).into_uuid().to_string()
     }
 }
 
@@ -40,7 +47,9 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = req.headers().get(&HEADER).and_then(acceptable).unwrap_or_else(|| ids.generate());
+    let from_proxy = req.peer_addr().is_some_and(|peer| ids.proxies.iter().any(|cidr| cidr.contains(peer.ip())));
+    let given = from_proxy.then(|| req.headers().get(&HEADER).and_then(acceptable)).flatten();
+    let id = given.unwrap_or_else(|| ids.generate());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     // A probe answering 503 is a node saying it is not ready (starting, out of touch with the

@@ -9,6 +9,7 @@ use tessera_actors::ports::{Clock, Entropy, Replicator};
 use tessera_actors::{Record, Registry};
 use tessera_cluster::ClusterNode;
 
+use crate::audit::store::AuditReader;
 use crate::config::Secret;
 use crate::gateway::Gateway;
 use crate::http::client::ClientPolicy;
@@ -41,4 +42,8 @@ pub struct AppState {
     pub admin_token: Secret,
     pub metrics: PrometheusHandle,
     pub started: Instant,
+    /// The audit trail in the snapshot store, for the admin query.
+    pub audit: AuditReader,
+    /// Opens the personal data of events without an account.
+    pub audit_pii_key: [u8; 32],
 }

@@ -1,0 +1,128 @@
+//! `GET /v1/admin/audit`: the audit trail for administrators, oldest first, keyset-paged by
+//! `seq`. Reads what the snapshot store holds and, after it, what this replica still holds
+//! that the store has not taken yet, so an event is visible from the moment it was recorded.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use tessera_actors::audit;
+use tessera_actors::domain::UserId;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::audit::store::{Entry, Filter};
+use crate::audit::view;
+use crate::error::{ApiError, Problem, Unavailable};
+use crate::http::admin::admin_authorized;
+use crate::http::session::no_store;
+use crate::http::state::AppState;
+
+/// Page sizes.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only events about this user.
+    user_id: Option<String>,
+    /// Only events of this action (`login.failed`, `session.revoked`, …).
+    action: Option<String>,
+    /// Only events at or after this instant (RFC 3339, or Unix milliseconds).
+    since: Option<String>,
+    /// Only events before this instant (RFC 3339, or Unix milliseconds).
+    until: Option<String>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+    /// Events per page: 1 to 100, default 50.
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Events in `seq` order. Each has `seq`, `at`, `action`, `actor` (`{"type","id"}`),
+    /// `user_id`, `resource_type`, `resource_id`, `changes`, `ip`, `user_agent`, `request_id`,
+    /// `pii_erased`, `prev_hash` and `hash` (docs/audit.md).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<serde_json::Value>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+impl TryFrom<AuditQuery> for Filter {
+    type Error = ApiError;
+
+    fn try_from(q: AuditQuery) -> Result<Filter, ApiError> {
+        let bad = |what: &str| ApiError::BadRequest(what.to_string());
+        let user_id = q
+            .user_id
+            .map(|u| UserId::parse(&u).map(|u| u.to_string()).ok_or_else(|| bad("user_id is not a user id")))
+            .transpose()?;
+        let action = q
+            .action
+            .map(|a| {
+                let valid = !a.is_empty()
+                    && a.len() <= 64
+                    && a.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_');
+                valid.then_some(a).ok_or_else(|| bad("action is not an event action"))
+            })
+            .transpose()?;
+        let time = |t: Option<String>, name: &str| {
+            t.map(|t| {
+                view::parse_time(&t).ok_or_else(|| bad(&format!("{name} is not an RFC 3339 time or Unix milliseconds")))
+            })
+            .transpose()
+        };
+        let (since, until) = (time(q.since, "since")?, time(q.until, "until")?);
+        let after = q
+            .after
+            .map(|a| a.parse::<u64>().map_err(|_| bad("after is not a cursor from this API")))
+            .transpose()?
+            .unwrap_or(0);
+        let limit = match q.limit.unwrap_or(DEFAULT_LIMIT) {
+            0 => return Err(bad("limit must be at least 1")),
+            n if n > MAX_LIMIT => return Err(bad("limit must be at most 100")),
+            n => n,
+        };
+        Ok(Filter { user_id, action, since, until, after, limit })
+    }
+}
+
+/// The audit trail (administrators).
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin",
+    params(AuditQuery),
+    security(("admin" = [])),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 400, description = "A malformed filter, cursor or limit", body = Problem),
+        (status = 401, description = "Missing or wrong admin token", body = Problem),
+        (status = 503, description = "The snapshot store cannot be read", body = Problem),
+    ))]
+pub async fn audit_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !admin_authorized(&req, &state.admin_token) {
+        return Err(ApiError::InvalidToken("an admin token is required"));
+    }
+    let filter = Filter::try_from(query.into_inner())?;
+    let (mut entries, stored) =
+        state.audit.page(filter.clone()).await.map_err(|e| ApiError::unavailable_because(Unavailable::Store, e))?;
+    if entries.len() < filter.limit {
+        // Recorded but not flushed yet: from the replica, after what the store holds.
+        let pending = state.node.stream_entries(audit::STREAM, stored.max(filter.after), usize::MAX);
+        let more = pending.into_iter().filter_map(|e| {
+            let record: serde_json::Value = serde_json::from_str(&e.text).ok()?;
+            filter.admits(e.seq, &record).then_some(Entry { seq: e.seq, prev: e.prev, hash: e.hash, text: e.text })
+        });
+        let room = filter.limit - entries.len();
+        entries.extend(more.take(room));
+    }
+    let events = entries
+        .iter()
+        .map(|entry| view::event(entry, &*state.replica, &state.audit_pii_key))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let next = (entries.len() == filter.limit).then(|| entries.last().map(|e| e.seq.to_string())).flatten();
+    Ok(no_store(HttpResponse::Ok()).json(AuditPage { events, next }))
+}
