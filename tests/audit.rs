@@ -426,3 +426,61 @@ async fn audit_verify_names_the_first_bad_seq_after_any_sql_tampering() {
     assert_eq!(verify().0, Some(0));
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_store_cannot_take_the_trail_event_writes_fail_closed_and_nothing_is_lost() {
+    // Arrange: a node on Postgres allowed a backlog of three events, and a transaction that
+    // locks the trail's table so the flusher cannot write it.
+    let db = PgDatabase::create();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = audited_settings(dir.path());
+    settings.database_url = Some(tessera::config::DatabaseUrl::new(&db.url));
+    settings.audit.max_backlog = 3;
+    settings.audit.checkpoint_every = 1_000_000;
+    let app = TestApp::spawn_with(dir, settings).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE stream_entries IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+
+    // Act: register until refused.
+    let mut registered = Vec::new();
+    let refused = loop {
+        let email = format!("backlog{}@example.com", registered.len());
+        let response = app.register(&email, PASSWORD).await;
+        match response.status().as_u16() {
+            201 => registered.push(email),
+            503 => break response.json::<Value>().await.unwrap(),
+            other => panic!("{other}: {}", response.text().await.unwrap()),
+        }
+        assert!(registered.len() <= 3, "the backlog limit was not enforced");
+    };
+
+    // Assert: a 503 that says why, in the body, /readyz and a metric.
+    assert_eq!(refused["detail"], "security events cannot be recorded right now; retry");
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("audit backlog full"));
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("tessera_audit_backlog ") && !l.ends_with(" 0")), "{metrics}");
+
+    // Once the store takes the trail again, writes resume and every acknowledged event is there once.
+    lock.rollback().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let email = format!("backlog{}@example.com", registered.len());
+        match app.register(&email, PASSWORD).await.status().as_u16() {
+            201 => {
+                registered.push(email);
+                break;
+            }
+            503 => assert!(Instant::now() < deadline, "writes never resumed"),
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = all_events(&app, "&action=user.registered", 100).await;
+    let emails: Vec<&str> = events.iter().map(|e| e["changes"]["email"].as_str().unwrap()).collect();
+    assert_eq!(emails, registered.iter().map(String::as_str).collect::<Vec<_>>());
+    pool.close().await;
+    app.stop().await;
+}

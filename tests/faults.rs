@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::PASSWORD;
 use common::history::{History, Outcome};
-use common::procs::ProcCluster;
+use common::procs::{ADMIN, ProcCluster};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -121,6 +121,20 @@ async fn refresh_storm_survives_a_leader_kill_9() {
     let history = History::new(cluster.urls(), CLIENT_TIMEOUT);
     let sessions = open_sessions(&history, "storm", 12).await;
     let stop = Arc::new(AtomicBool::new(false));
+    history.until_ok(CLIENT_TIMEOUT, |node| history.register(node, 99, "logins@example.com", PASSWORD)).await;
+    // Meanwhile one client logs in over and over (each login is two audit events, and past the
+    // session cap a third).
+    let logins = tokio::spawn({
+        let (history, stop) = (history.clone(), stop.clone());
+        async move {
+            let mut node = 0;
+            while !stop.load(Ordering::Relaxed) {
+                node = node % 3 + 1;
+                history.login(node, 99, "logins@example.com", PASSWORD).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
 
     // Ten sessions rotate continuously over all three nodes; two are logged out before the kill.
     let workers: Vec<_> = sessions[..10]
@@ -149,6 +163,7 @@ async fn refresh_storm_survives_a_leader_kill_9() {
     for worker in workers {
         finals.push(worker.await.unwrap());
     }
+    logins.await.unwrap();
     let failover = history.first_write_after(killed_at).expect("a write succeeded after the kill");
 
     // The killed node comes back and catches up; then the invariants hold on every node.
@@ -162,10 +177,13 @@ async fn refresh_storm_survives_a_leader_kill_9() {
     for (i, session) in finals.iter().enumerate() {
         assert_still_rotates(&history, i, session).await;
     }
+    let events = history.assert_audit_exactly_once(new_leader, ADMIN).await;
     let (ok, failed, unknown) = history.tally("refresh");
+    let (logins, _, _) = history.tally("login");
     println!(
         "storm: {ok} rotations ok, {failed} failed, {unknown} unknown over {} tokens; leader {leader} killed, \
-         node {new_leader} elected after {}, first successful write {} after the kill",
+         node {new_leader} elected after {}, first successful write {} after the kill; {logins} logins, \
+         {events} audit events, each acknowledged one exactly once",
         successors,
         ms(elected_after),
         ms(failover)

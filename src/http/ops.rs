@@ -33,6 +33,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         // The store's own error text is in the log and the operator view (`/v1/cluster`).
         reasons.push("snapshot store unreachable".to_string());
     }
+    let (backlog, limit) = (state.node.stream_backlog(), state.registry.context().audit.max_backlog);
+    if backlog >= limit {
+        reasons.push(format!(
+            "audit backlog full: {backlog} events the snapshot store has not taken; writes that record security events are refused"
+        ));
+    }
     let body = json!({ "ready": reasons.is_empty(), "reasons": reasons });
     let mut response = if reasons.is_empty() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
     if !reasons.is_empty() {
@@ -52,6 +58,17 @@ struct ClusterView {
     actors: tessera_actors::registry::ActorCounts,
     /// Argon2id verifications this node has performed (real and dummy).
     password_verifications: u64,
+    audit: AuditView,
+}
+
+#[derive(Serialize)]
+struct AuditView {
+    /// The last `seq` of the audit trail this replica applied.
+    head_seq: u64,
+    /// Stream entries this replica holds that the snapshot store may not have taken yet.
+    backlog: usize,
+    /// Past this backlog, writes that record events are refused.
+    max_backlog: usize,
 }
 
 /// This node's view of the cluster.
@@ -64,6 +81,11 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
         uptime_seconds: state.started.elapsed().as_secs(),
         actors: state.registry.counts(),
         password_verifications: state.passwords.verifications(),
+        audit: AuditView {
+            head_seq: state.node.stream_head(tessera_actors::audit::STREAM).last,
+            backlog: state.node.stream_backlog(),
+            max_backlog: state.registry.context().audit.max_backlog,
+        },
     };
     HttpResponse::Ok().json(view)
 }
@@ -72,5 +94,6 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     crate::metrics::record_cluster(&state.node.status());
+    metrics::gauge!("tessera_audit_backlog").set(state.node.stream_backlog() as f64);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -223,3 +223,66 @@ impl History {
             .min()
     }
 }
+
+impl History {
+    /// Every event of the audit trail, read through `node`'s admin query.
+    pub async fn audit_events(&self, node: u64, admin: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = String::new();
+        loop {
+            let url = self.url(node, &format!("/v1/admin/audit?limit=100{after}"));
+            let page: Value = self.http.get(url).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
+            events.extend(page["events"].as_array().expect("an audit page").iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => return events,
+            }
+        }
+    }
+
+    /// Invariant 9 against the record: every acknowledged registration and login has its
+    /// events exactly once, no event is recorded twice, and events without an acknowledgement
+    /// come only from requests whose outcome the client never learned. Returns the number of
+    /// events checked.
+    pub async fn assert_audit_exactly_once(&self, node: u64, admin: &str) -> usize {
+        let events = self.audit_events(node, admin).await;
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "the trail has gaps: {seqs:?}");
+        let ops = self.ops();
+        let unsure = |kind: &str| {
+            ops.iter()
+                .filter(|op| op.kind == kind && matches!(op.outcome, Outcome::Unknown | Outcome::Failed(500..)))
+                .count()
+        };
+        let acknowledged = |kind: &str, field: &str| -> BTreeSet<String> {
+            ops.iter()
+                .filter(|op| op.kind == kind)
+                .filter_map(|op| match &op.outcome {
+                    Outcome::Ok(_, body) => body[field].as_str().map(str::to_string),
+                    _ => None,
+                })
+                .collect()
+        };
+        let recorded = |action: &str, field: &str| -> Vec<String> {
+            events.iter().filter(|e| e["action"] == action).map(|e| e[field].as_str().unwrap().to_string()).collect()
+        };
+        let checks = [
+            ("user.registered", "user_id", "register", "user_id"),
+            ("login.succeeded", "resource_id", "login", "session_id"),
+            ("session.created", "resource_id", "login", "session_id"),
+        ];
+        for (action, field, kind, reply_field) in checks {
+            let recorded = recorded(action, field);
+            let distinct: BTreeSet<String> = recorded.iter().cloned().collect();
+            assert_eq!(distinct.len(), recorded.len(), "{action} recorded twice for the same {field}");
+            let acked = acknowledged(kind, reply_field);
+            let missing: Vec<&String> = acked.difference(&distinct).collect();
+            assert!(missing.is_empty(), "acknowledged {kind}s without {action}: {missing:?}");
+            assert!(distinct.len() <= acked.len() + unsure(kind), "{action} events for {kind}s that were refused");
+        }
+        let revoked = recorded("session.revoked", "resource_id");
+        let distinct: BTreeSet<&String> = revoked.iter().collect();
+        assert_eq!(distinct.len(), revoked.len(), "a session revoked twice");
+        events.len()
+    }
+}
