@@ -484,3 +484,109 @@ async fn while_the_store_cannot_take_the_trail_event_writes_fail_closed_and_noth
     pool.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_carry_emails_client_addresses_or_token_material() {
+    // Arrange: the real binary at debug level behind a "proxy" (this test) that names the client.
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("tessera.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut node = ChildNode::spawn(dir.path().join("data"), |command| {
+        command
+            .arg("serve")
+            .env("TESSERA_ARGON2__MEMORY_KIB", "256")
+            .env("TESSERA_ARGON2__ITERATIONS", "1")
+            .env("TESSERA_LOCKOUT__BASE_DELAY_MS", "1")
+            .env("TESSERA_LOCKOUT__MAX_DELAY_MS", "5")
+            .env("TESSERA_LOG", "debug")
+            .env("TESSERA_TRUSTED_PROXIES", "127.0.0.1")
+            .env("TESSERA_ADMIN_TOKEN", ADMIN)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+    });
+    let client = reqwest::Client::new();
+    node.wait_ready(&client).await;
+    const EMAIL: &str = "scan-me.secretly@example.com";
+    const CLIENT_IP: &str = "203.0.113.77";
+    const NEW_PASSWORD: &str = "another long passphrase nobody logs";
+    let send = |method: reqwest::Method, path: &str| {
+        client.request(method, node.url(path)).header("x-forwarded-for", CLIENT_IP).header("user-agent", "scanner/1")
+    };
+    let post = |path: &str| send(reqwest::Method::POST, path);
+
+    // Act: a user's whole life, mistakes included, and an administrator's.
+    let registered = post("/v1/users").json(&json!({ "email": EMAIL, "password": PASSWORD })).send().await.unwrap();
+    assert_eq!(registered.status(), 201);
+    let user_id = registered.json::<Value>().await.unwrap()["user_id"].as_str().unwrap().to_string();
+    let tokens: Value = post("/v1/login")
+        .json(&json!({ "email": EMAIL, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first_refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let wrong = post("/v1/login").json(&json!({ "email": EMAIL, "password": "wrong guess" })).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unknown = json!({ "email": "nobody.at.all@example.com", "password": "x".repeat(20) });
+    assert_eq!(post("/v1/login").json(&unknown).send().await.unwrap().status(), 401);
+    let rotated: Value = post("/v1/token/refresh")
+        .json(&json!({ "refresh_token": first_refresh }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = rotated["access_token"].as_str().unwrap().to_string();
+    let refresh = rotated["refresh_token"].as_str().unwrap().to_string();
+    let verified = send(reqwest::Method::GET, "/v1/verify").bearer_auth(&access).send().await.unwrap();
+    assert_eq!(verified.status(), 200);
+    assert_eq!(send(reqwest::Method::GET, "/v1/sessions").bearer_auth(&access).send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let change = json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD, "revoke_other_sessions": false });
+    let changed = post("/v1/password").bearer_auth(&access).json(&change).send().await.unwrap();
+    assert!(changed.status().is_success(), "{}", changed.status());
+    // A replay of the first refresh token two rotations on (revokes the session), a forged
+    // bearer, a bad admin token.
+    let again = post("/v1/token/refresh").json(&json!({ "refresh_token": refresh })).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let replay = post("/v1/token/refresh").json(&json!({ "refresh_token": first_refresh })).send().await.unwrap();
+    assert_eq!(replay.status(), 401);
+    let forged = format!("{access}x");
+    assert_eq!(send(reqwest::Method::GET, "/v1/verify").bearer_auth(&forged).send().await.unwrap().status(), 401);
+    let unlock = format!("/v1/admin/users/{user_id}/unlock");
+    assert_eq!(post(&unlock).bearer_auth("not-the-admin-token").send().await.unwrap().status(), 401);
+    assert_eq!(post(&unlock).bearer_auth(ADMIN).send().await.unwrap().status(), 200);
+    let trail = send(reqwest::Method::GET, "/v1/admin/audit").bearer_auth(ADMIN).send().await.unwrap();
+    let trail: Value = trail.json().await.unwrap();
+    assert!(trail["events"].as_array().unwrap().iter().any(|e| e["ip"] == CLIENT_IP), "the trail has the address");
+    let _ =
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(node.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = node.child.wait();
+
+    // Assert: not one line carries any of it.
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.lines().count() > 20, "debug logging was on:\n{logs}");
+    let jwt_signature = access.rsplit('.').next().unwrap();
+    let secrets = [
+        ("the email", EMAIL),
+        ("the email's local part", "scan-me.secretly"),
+        ("the unknown email", "nobody.at.all"),
+        ("the client address", CLIENT_IP),
+        ("the password", PASSWORD),
+        ("the new password", NEW_PASSWORD),
+        ("the wrong password", "wrong guess"),
+        ("a refresh token", &refresh),
+        ("the first refresh token", &first_refresh),
+        ("the access token's signature", jwt_signature),
+        ("the admin token", ADMIN),
+        ("the user agent", "scanner/1"),
+    ];
+    for line in logs.lines() {
+        for (what, secret) in &secrets {
+            assert!(!line.contains(secret), "{what} in the log: {line}");
+        }
+    }
+}

@@ -24,7 +24,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tessera_actors::Record;
-use tessera_actors::domain::UserId;
+use tessera_actors::domain::{IpPrefix, UserId};
 use tessera_actors::ports::{Replicator, Write};
 use tessera_actors::record::keys;
 use tessera_cluster::{Change, Changed, ClusterNode, MembershipError, NodeId, NodeInfo, Partition};
@@ -53,7 +53,9 @@ fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), ApiError> {
     if admin_authorized(req, &state.token) {
         Ok(())
     } else {
-        tracing::warn!(path = req.path(), peer = ?req.peer_addr(), "admin request without a valid admin token");
+        // The caller's network, not its address: logs carry no full client address.
+        let network = req.peer_addr().map(|peer| IpPrefix::from(peer.ip()).to_string());
+        tracing::warn!(path = req.path(), network = ?network, "admin request without a valid admin token");
         Err(ApiError::InvalidToken("an admin token is required"))
     }
 }
