@@ -195,6 +195,9 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub sessions: SessionSettings,
     pub audit: AuditSettings,
+    /// Endpoints that receive security events (`[[webhooks]]`, see docs/audit.md).
+    pub webhooks: Vec<WebhookSettings>,
+    pub webhook_delivery: WebhookDelivery,
     pub argon2: Argon2Settings,
     pub raft: RaftTuning,
     pub proposer: ProposerConfig,
@@ -236,6 +239,8 @@ impl Default for Settings {
             tokens: TokenSettings::default(),
             sessions: SessionSettings::default(),
             audit: AuditSettings::default(),
+            webhooks: Vec::new(),
+            webhook_delivery: WebhookDelivery::default(),
             argon2: Argon2Settings::default(),
             raft: RaftTuning::default(),
             proposer: ProposerConfig::default(),
@@ -296,6 +301,54 @@ impl Default for AuditSettings {
             max_backlog: 100_000,
             checkpoint_every: 1_000,
             checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+/// One webhook endpoint (Standard Webhooks).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Names the endpoint's replicated delivery cursor: keep it when the URL changes.
+    pub name: String,
+    /// `https://…` (or `http://` for a receiver on the same host or network).
+    pub url: String,
+    /// `whsec_` and base64 of 24 to 64 random bytes, as the receiver's library generates it.
+    pub secret: Secret,
+    /// Event actions to send (`login.failed`, `session.revoked`, …), or `["*"]` for all.
+    pub events: Vec<String>,
+}
+
+impl WebhookSettings {
+    /// The signing key: the base64 after `whsec_`.
+    pub fn key(&self) -> Option<Vec<u8>> {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        let encoded = self.secret.expose().strip_prefix("whsec_")?;
+        let key = STANDARD.decode(encoded).or_else(|_| STANDARD_NO_PAD.decode(encoded)).ok()?;
+        (24..=64).contains(&key.len()).then_some(key)
+    }
+
+    pub fn wants(&self, action: &str) -> bool {
+        self.events.iter().any(|e| e == "*" || e == action)
+    }
+}
+
+/// How webhooks are delivered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookDelivery {
+    /// Delays before each retry of a failed delivery (±10% jitter); when they are used up the
+    /// endpoint is disabled. About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h: about 18 hours in all.
+    pub retry_ms: Vec<u64>,
+    /// Time allowed for one attempt.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookDelivery {
+    fn default() -> Self {
+        WebhookDelivery {
+            retry_ms: vec![5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000],
+            timeout_ms: 10_000,
         }
     }
 }
@@ -641,6 +694,30 @@ impl Settings {
                 "audit: retention_days, max_backlog, checkpoint_every and checkpoint_interval_secs must be positive"
                     .to_string(),
             );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for hook in &self.webhooks {
+            let name_ok = !hook.name.is_empty()
+                && hook.name.len() <= 64
+                && hook.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok || !names.insert(hook.name.clone()) {
+                problems
+                    .push(format!("webhooks: name {:?} must be unique, 1–64 letters, digits, '-' or '_'", hook.name));
+            }
+            let url_ok = (hook.url.starts_with("https://") || hook.url.starts_with("http://"))
+                && reqwest::Url::parse(&hook.url).is_ok_and(|u| u.host().is_some());
+            if !url_ok {
+                problems.push(format!("webhooks.{}: url must be an http(s) URL with a host", hook.name));
+            }
+            if hook.key().is_none() {
+                problems.push(format!("webhooks.{}: secret must be whsec_ and base64 of 24–64 bytes", hook.name));
+            }
+            if hook.events.is_empty() {
+                problems.push(format!("webhooks.{}: events must name at least one action, or \"*\"", hook.name));
+            }
+        }
+        if self.webhook_delivery.retry_ms.is_empty() || self.webhook_delivery.timeout_ms == 0 {
+            problems.push("webhook_delivery: retry_ms must list at least one delay and timeout_ms be positive".into());
         }
         if self.sessions.max_per_user == 0 {
             problems.push("sessions.max_per_user must be positive".to_string());

@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod startup;
 pub mod telemetry;
 pub mod tokens;
+pub mod webhooks;
 
 pub use config::Settings;
 pub use startup::Node;

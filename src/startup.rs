@@ -43,6 +43,7 @@ use crate::passwords::Passwords;
 use crate::secrets::{self, Secrets, purposes};
 use crate::tokens::keyring::Sealer;
 use crate::tokens::{AccessTokens, Issuer, KeyRing, provider};
+use crate::webhooks::dispatcher::Dispatcher;
 
 /// A running Tessera node.
 pub struct Node {
@@ -165,6 +166,15 @@ impl Node {
             audit: AuditReader { store: audit_store.clone(), runtime: runtime.handle().clone() },
         };
         let checkpoint_key = checkpoint::signing_key(&parts.secrets.derived_key(purposes::AUDIT_CHECKPOINT));
+        let dispatcher = Dispatcher {
+            cluster: cluster.clone(),
+            replica: Arc::clone(&replica),
+            store: audit_store.clone(),
+            clock: Arc::clone(&clock),
+            entropy: Arc::clone(&entropy),
+            endpoints: parts.settings.webhooks.clone(),
+            delivery: parts.settings.webhook_delivery.clone(),
+        };
         let keeper = Keeper {
             cluster: cluster.clone(),
             replica: Arc::clone(&replica),
@@ -188,7 +198,8 @@ impl Node {
             Housekeeping { clock, sealer: Sealer { entropy, kek }, replica, issuer, actor_idle },
             stopped.clone(),
         ));
-        let audit_keeper = runtime.spawn(keeper.run(stopped));
+        let audit_keeper = runtime.spawn(keeper.run(stopped.clone()));
+        let webhooks = runtime.spawn(dispatcher.run(stopped));
         tracing::info!(%public_addr, %peer_addr, node_id = cluster.id(), "tessera is serving");
         Ok(Node {
             public_addr,
@@ -199,7 +210,7 @@ impl Node {
             peer: served.peer,
             http_thread: Some(served.thread),
             stop_housekeeping,
-            background: vec![sweeper, housekeeper, audit_keeper],
+            background: vec![sweeper, housekeeper, audit_keeper, webhooks],
         })
     }
 
@@ -332,6 +343,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 started: Instant::now(),
                 audit: parts.audit,
                 audit_pii_key: parts.secrets.derived_key(secrets::purposes::AUDIT_PII),
+                webhooks: Arc::new(parts.settings.webhooks.clone()),
             });
             let public = HttpServer::new(move || {
                 App::new()

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Family, FamilyId, Identity, LoginGuard, Millis, UserId};
+use crate::domain::{Family, FamilyId, Identity, LoginGuard, Millis, UserId, WebhookCursor};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -32,6 +32,8 @@ pub enum Record {
     /// `pii/{user_id}` → the key that seals this user's personal data in the audit trail.
     /// Deleting it erases that data (the sealed bytes stay, so the chain still verifies).
     PiiKey([u8; 32]),
+    /// `webhook/{name}` → where delivery to a configured endpoint stands.
+    Webhook(WebhookCursor),
 }
 
 /// An Ed25519 signing key. The private half is sealed (XChaCha20-Poly1305 under the cluster
@@ -71,6 +73,10 @@ pub mod keys {
 
     pub fn pii(id: UserId) -> String {
         format!("pii/{id}")
+    }
+
+    pub fn webhook(name: &str) -> String {
+        format!("webhook/{name}")
     }
 
     pub fn family(id: FamilyId) -> String {

@@ -248,6 +248,15 @@ impl AuditStore {
         })
     }
 
+    /// Up to `limit` stored entries of `stream` after `after`, in order.
+    pub async fn stream_page(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        on!(&self.pools, read pool => {
+            let rows: Vec<(i64, Vec<u8>, Vec<u8>, String)> =
+                sqlx::query_as(ENTRIES).bind(stream).bind(after as i64).bind(limit as i64).fetch_all(pool).await?;
+            rows.into_iter().map(entry).collect()
+        })
+    }
+
     /// The last `seq` purged (0: none).
     pub async fn purged_through(&self) -> Result<u64, StoreError> {
         on!(&self.pools, read pool => {
@@ -303,6 +312,14 @@ pub struct AuditReader {
 }
 
 impl AuditReader {
+    pub async fn stream_page(&self, stream: &'static str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let store = self.store.clone();
+        self.runtime
+            .spawn(async move { store.stream_page(stream, after, limit).await })
+            .await
+            .map_err(|e| StoreError::Malformed(format!("the query was cancelled: {e}")))?
+    }
+
     pub async fn page(&self, filter: Filter) -> Result<(Vec<Entry>, u64), StoreError> {
         let store = self.store.clone();
         self.runtime

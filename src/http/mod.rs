@@ -18,6 +18,7 @@ pub mod ops;
 pub mod request_id;
 pub mod session;
 pub mod state;
+pub mod webhooks;
 
 use actix_web::error::JsonPayloadError;
 use actix_web::web;
@@ -64,7 +65,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .route("/v1/sessions/{session_id}", web::delete().to(browser::revoke_session))
     .route("/v1/password", web::post().to(browser::change_password))
     .route("/v1/admin/users/{user_id}/unlock", web::post().to(auth::unlock))
-    .route("/v1/admin/audit", web::get().to(audit::audit_events));
+    .route("/v1/admin/audit", web::get().to(audit::audit_events))
+    .route("/v1/admin/webhooks", web::get().to(webhooks::list))
+    .route("/v1/admin/webhooks/{name}/deliveries", web::get().to(webhooks::deliveries))
+    .route("/v1/admin/webhooks/{name}/enable", web::post().to(webhooks::enable));
 }
 
 /// Anything unrouted.

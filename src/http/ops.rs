@@ -59,6 +59,8 @@ struct ClusterView {
     /// Argon2id verifications this node has performed (real and dummy).
     password_verifications: u64,
     audit: AuditView,
+    /// Each webhook endpoint's name, how far delivery got, and whether it is disabled.
+    webhooks: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -86,6 +88,13 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
             backlog: state.node.stream_backlog(),
             max_backlog: state.registry.context().audit.max_backlog,
         },
+        webhooks: crate::webhooks::dispatcher::cursors(&*state.replica, &state.webhooks)
+            .into_iter()
+            .map(|(name, cursor)| {
+                let cursor = cursor.unwrap_or_default();
+                json!({ "name": name, "delivered_seq": cursor.delivered, "failures": cursor.failures, "disabled": cursor.disabled })
+            })
+            .collect(),
     };
     HttpResponse::Ok().json(view)
 }

@@ -10,7 +10,7 @@ use tessera_actors::{Record, Registry};
 use tessera_cluster::ClusterNode;
 
 use crate::audit::store::AuditReader;
-use crate::config::Secret;
+use crate::config::{Secret, WebhookSettings};
 use crate::gateway::Gateway;
 use crate::http::client::ClientPolicy;
 use crate::http::cookies::CookiePolicy;
@@ -46,4 +46,6 @@ pub struct AppState {
     pub audit: AuditReader,
     /// Opens the personal data of events without an account.
     pub audit_pii_key: [u8; 32],
+    /// Configured webhook endpoints.
+    pub webhooks: Arc<Vec<WebhookSettings>>,
 }

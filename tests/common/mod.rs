@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod procs;
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

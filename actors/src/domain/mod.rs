@@ -17,6 +17,7 @@ pub mod password;
 pub mod refresh_token;
 pub mod throttle;
 pub mod time;
+pub mod webhook;
 
 pub use device::DeviceHash;
 pub use email::{Email, EmailError};
@@ -35,3 +36,4 @@ pub use password::{PasswordPolicy, PasswordRejection};
 pub use refresh_token::{Pepper, RefreshToken};
 pub use throttle::{SlidingWindow, WindowPolicy, WindowVerdict};
 pub use time::{Millis, whole_seconds};
+pub use webhook::{Attempt as WebhookAttempt, Due, WebhookCursor};
