@@ -590,3 +590,35 @@ async fn logs_never_carry_emails_client_addresses_or_token_material() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_a_locked_account_are_all_counted_in_a_few_events() {
+    // Arrange: an account locked by three wrong passwords.
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = audited_settings(dir.path());
+    settings.lockout.threshold = 3;
+    settings.lockout.base_delay_ms = 1;
+    settings.lockout.max_delay_ms = 1;
+    let app = TestApp::spawn_with(dir, settings).await;
+    assert_eq!(app.register("locked@example.com", PASSWORD).await.status(), 201);
+    for _ in 0..3 {
+        assert_eq!(app.login("locked@example.com", "wrong password").await.status(), 401);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Act: an attacker's storm of guesses against the locked account.
+    let storm = (0..300).map(|_| app.login("locked@example.com", "another guess"));
+    let answers = futures::future::join_all(storm).await;
+    let refused = answers.iter().filter(|r| r.status() == 429).count() as u64;
+    assert_eq!(refused, 300, "every guess refused without a check");
+
+    // Assert: a couple of events a second, whose attempts add up to every refusal.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let locked = all_events(&app, "&action=login.failed", 100).await;
+    let locked: Vec<&Value> = locked.iter().filter(|e| e["changes"]["reason"] == "locked").collect();
+    let counted: u64 = locked.iter().map(|e| e["changes"]["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(counted, refused, "{locked:#?}");
+    assert!(locked.len() <= 6, "{} events for one storm", locked.len());
+    assert_eq!(all_events(&app, "&action=account.locked", 100).await.len(), 1);
+    app.stop().await;
+}

@@ -29,6 +29,7 @@ use crate::ports::{Write, WriteOutcome, random};
 use crate::protocol::{ActorError, LoginStart, LoginSubject, RegisterOutcome};
 use crate::queries;
 use crate::record::{Record, keys};
+use crate::refusals::{Refusals, Refusing, refuse};
 use crate::service::Domain;
 use crate::unknown::UnknownLogins;
 
@@ -36,6 +37,17 @@ pub struct Address {
     email: Email,
     guards: Arc<UnknownLogins>,
     cx: Arc<ActorContext>,
+    refusals: Refusals,
+}
+
+impl Refusing for Address {
+    fn refusals(&mut self) -> &mut Refusals {
+        &mut self.refusals
+    }
+
+    fn actor_context(&self) -> &Arc<ActorContext> {
+        &self.cx
+    }
 }
 
 impl Actor for Address {
@@ -44,7 +56,7 @@ impl Actor for Address {
 
 impl Address {
     pub(crate) fn new(email: Email, guards: Arc<UnknownLogins>, cx: Arc<ActorContext>) -> Address {
-        Address { email, guards, cx }
+        Address { email, guards, cx, refusals: Refusals::default() }
     }
 }
 
@@ -59,30 +71,28 @@ async fn pace(cx: &ActorContext) -> Result<(), ActorError> {
 impl Handler<RequestPermit> for Address {
     type Result = AtomicResponse<Self, Result<LoginStart, ActorError>>;
 
-    fn handle(&mut self, msg: RequestPermit, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RequestPermit, ctx: &mut Context<Self>) -> Self::Result {
         let (cx, guards, email) = (Arc::clone(&self.cx), Arc::clone(&self.guards), self.email.clone());
-        AtomicResponse::new(Box::pin(
-            async move {
-                let now = cx.clock.now();
-                match guards.request_permit(&email, now, &cx.lockout) {
-                    PermitVerdict::Granted { permit, .. } => {
-                        pace(&cx).await?;
-                        Ok(LoginStart::Permit {
-                            subject: LoginSubject::Unknown(email),
-                            permit,
-                            password_hash: None,
-                            credential_version: 0,
-                        })
-                    }
-                    refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
-                        let event = login::refusal_event(None, Some(&email), &refused);
-                        record_events(&cx, now, &msg.origin, &event.into_iter().collect::<Vec<_>>()).await?;
-                        Ok(wait(&refused, now, &cx))
-                    }
+        let now = cx.clock.now();
+        match guards.request_permit(&email, now, &cx.lockout) {
+            PermitVerdict::Granted { permit, .. } => AtomicResponse::new(Box::pin(
+                async move {
+                    pace(&cx).await?;
+                    Ok(LoginStart::Permit {
+                        subject: LoginSubject::Unknown(email),
+                        permit,
+                        password_hash: None,
+                        credential_version: 0,
+                    })
                 }
+                .into_actor(self),
+            )),
+            refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
+                let event = login::refusal_event(None, Some(&email), &refused).expect("a refusal has an event");
+                let reply = wait(&refused, now, &cx);
+                refuse(self, ctx, event, msg.origin, now, reply)
             }
-            .into_actor(self),
-        ))
+        }
     }
 }
 

@@ -11,16 +11,29 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Origin;
 use crate::context::ActorContext;
-use crate::domain::{IpPrefix, SlidingWindow, WindowVerdict, whole_seconds};
+use crate::domain::{Event, IpPrefix, SlidingWindow, WindowVerdict, whole_seconds};
 use crate::operation::Operation;
 use crate::protocol::{ActorError, Admission};
+use crate::refusals::{Refusals, Refusing, refuse};
 use crate::service::Domain;
 
 pub struct ClientAddr {
     failures: SlidingWindow,
     registrations: SlidingWindow,
     cx: Arc<ActorContext>,
+    refusals: Refusals,
+}
+
+impl Refusing for ClientAddr {
+    fn refusals(&mut self) -> &mut Refusals {
+        &mut self.refusals
+    }
+
+    fn actor_context(&self) -> &Arc<ActorContext> {
+        &self.cx
+    }
 }
 
 impl Actor for ClientAddr {
@@ -29,7 +42,12 @@ impl Actor for ClientAddr {
 
 impl ClientAddr {
     pub fn new(cx: Arc<ActorContext>) -> ClientAddr {
-        ClientAddr { failures: SlidingWindow::default(), registrations: SlidingWindow::default(), cx }
+        ClientAddr {
+            failures: SlidingWindow::default(),
+            registrations: SlidingWindow::default(),
+            cx,
+            refusals: Refusals::default(),
+        }
     }
 }
 
@@ -43,9 +61,13 @@ fn admission(verdict: WindowVerdict) -> Admission {
 }
 
 /// May this network attempt a login now?
+/// Message: may this network try a password now? `refusal` is the event to record if not.
 #[derive(Message)]
-#[rtype(result = "Admission")]
-pub struct CheckLogin;
+#[rtype(result = "Result<Admission, ActorError>")]
+pub struct CheckLogin {
+    pub refusal: Event,
+    pub origin: Origin,
+}
 
 /// A login from this network failed.
 #[derive(Message)]
@@ -83,11 +105,14 @@ pub(crate) async fn record_network_failure(domain: &Domain, ip: Option<IpPrefix>
 }
 
 impl Handler<CheckLogin> for ClientAddr {
-    type Result = MessageResult<CheckLogin>;
+    type Result = AtomicResponse<Self, Result<Admission, ActorError>>;
 
-    fn handle(&mut self, _: CheckLogin, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CheckLogin, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.cx.clock.now();
-        MessageResult(admission(self.failures.check(now, &self.cx.throttle.login_failures)))
+        match admission(self.failures.check(now, &self.cx.throttle.login_failures)) {
+            Admission::Allowed => AtomicResponse::new(Box::pin(fut::ready(Ok(Admission::Allowed)))),
+            throttled @ Admission::Throttled { .. } => refuse(self, ctx, msg.refusal, msg.origin, now, throttled),
+        }
     }
 }
 

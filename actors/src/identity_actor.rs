@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::Origin;
 use crate::client_actor::{CheckLogin, record_network_failure};
-use crate::commit::{Held, Shell, Step, record_events};
+use crate::commit::{Held, Shell, Step};
 use crate::context::ActorContext;
 use crate::domain::login::{self, Change};
 use crate::domain::{
@@ -38,6 +38,7 @@ use crate::protocol::{
 };
 use crate::queries::{self, LiveFamily, live_families};
 use crate::record::{Record, keys};
+use crate::refusals::{Refusals, Refusing, refuse};
 use crate::service::Domain;
 
 /// The actor's view of its two replicated keys.
@@ -102,6 +103,17 @@ fn gone<O>(user: UserId) -> impl FnOnce() -> Result<O, ActorError> {
 pub struct IdentityActor {
     account: Account,
     cx: Arc<ActorContext>,
+    refusals: Refusals,
+}
+
+impl Refusing for IdentityActor {
+    fn refusals(&mut self) -> &mut Refusals {
+        &mut self.refusals
+    }
+
+    fn actor_context(&self) -> &Arc<ActorContext> {
+        &self.cx
+    }
 }
 
 impl Actor for IdentityActor {
@@ -110,7 +122,7 @@ impl Actor for IdentityActor {
 
 impl IdentityActor {
     pub(crate) fn new(account: Account, cx: Arc<ActorContext>) -> IdentityActor {
-        IdentityActor { account, cx }
+        IdentityActor { account, cx, refusals: Refusals::default() }
     }
 }
 
@@ -155,8 +167,17 @@ pub(crate) struct RequestPermit {
 impl Handler<RequestPermit> for IdentityActor {
     type Result = AtomicResponse<Self, Result<LoginStart, ActorError>>;
 
-    fn handle(&mut self, msg: RequestPermit, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RequestPermit, ctx: &mut Context<Self>) -> Self::Result {
         let user = self.account.user;
+        // A refusal changes nothing: decided here, recorded through the tally (the mailbox is
+        // free, so this is the state as committed).
+        let now = self.cx.clock.now();
+        let verdict = self.account.guard.request_permit(now, &self.cx.lockout);
+        if let refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) = verdict {
+            let reply = wait(&refused, now, &self.cx);
+            let event = login::refusal_event(Some(user), None, &refused).expect("a refusal has an event");
+            return refuse(self, ctx, event, msg.origin, now, reply);
+        }
         self.decide(
             msg.origin,
             move |account, now, cx| {
@@ -170,9 +191,11 @@ impl Handler<RequestPermit> for IdentityActor {
                         };
                         Step::commit(account.with_guard(guard), start)
                     }
+                    // Granted a moment ago, and time only relaxes a guard: refused here only
+                    // if another node changed the account meanwhile (the reload after a
+                    // conflict), which the next attempt records.
                     refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
-                        let event = login::refusal_event(Some(account.user), None, &refused);
-                        Step::reply(wait(&refused, now, cx)).events(event.into_iter().collect())
+                        Step::reply(wait(&refused, now, cx))
                     }
                 })
             },
@@ -383,13 +406,13 @@ impl Operation for BeginLogin {
         let (registry, cx) = (domain.registry(), domain.context());
         registry.ensure_leading().await?;
         let account = queries::account_of(&*cx.replicator, &self.email)?;
-        if let Some(prefix) = domain.limited(self.ip)
-            && let Admission::Throttled { retry_after_secs } = registry.client(prefix).await?.send(CheckLogin).await?
-        {
-            let throttled = PermitVerdict::Throttled { retry_after: std::time::Duration::from_secs(retry_after_secs) };
-            let event = login::refusal_event(account, Some(&self.email), &throttled);
-            record_events(cx, cx.clock.now(), &self.origin, &event.into_iter().collect::<Vec<_>>()).await?;
-            return Ok(LoginStart::Wait { retry_after_secs });
+        if let Some(prefix) = domain.limited(self.ip) {
+            let throttled = PermitVerdict::Throttled { retry_after: std::time::Duration::ZERO };
+            let refusal = login::refusal_event(account, Some(&self.email), &throttled).expect("a refusal has an event");
+            let check = CheckLogin { refusal, origin: self.origin.clone() };
+            if let Admission::Throttled { retry_after_secs } = registry.client(prefix).await?.send(check).await?? {
+                return Ok(LoginStart::Wait { retry_after_secs });
+            }
         }
         let ask = RequestPermit { origin: self.origin };
         if let Some(user) = account

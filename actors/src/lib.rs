@@ -29,6 +29,7 @@ pub mod ports;
 pub mod protocol;
 pub mod queries;
 pub mod record;
+mod refusals;
 pub mod registry;
 pub mod service;
 pub mod sweeper;

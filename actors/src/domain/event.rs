@@ -49,10 +49,13 @@ pub enum Event {
         session: FamilyId,
     },
     /// `user` is `None` for an address without an account; then `email` names the address.
+    /// `attempts`: 1 for an evaluated guess; for refusals (`locked`, `throttled`), how many
+    /// this event stands for (see `login::RefusalTally`).
     LoginFailed {
         user: Option<UserId>,
         email: Option<Email>,
         reason: LoginFailure,
+        attempts: u32,
     },
     /// The failure recorded with this event locked the account (`until: None`: until an
     /// administrator unlocks it).
@@ -100,6 +103,15 @@ pub enum Change {
 }
 
 impl Event {
+    /// The same event standing for `attempts` attempts (a coalesced refusal); other events
+    /// are unchanged.
+    pub fn standing_for(self, attempts: u32) -> Event {
+        match self {
+            Event::LoginFailed { user, email, reason, .. } => Event::LoginFailed { user, email, reason, attempts },
+            other => other,
+        }
+    }
+
     /// The event's name in the audit vocabulary (`session.revoked`, …).
     pub fn action(&self) -> &'static str {
         match self {
@@ -167,7 +179,14 @@ impl Event {
     /// What changed, as plain named values (no personal data).
     pub fn changes(&self) -> Vec<(&'static str, Change)> {
         match self {
-            Event::LoginFailed { reason, .. } => vec![("reason", Change::Text(reason.as_str()))],
+            Event::LoginFailed { reason, attempts, .. } => match reason {
+                LoginFailure::Locked | LoginFailure::Throttled => {
+                    vec![("reason", Change::Text(reason.as_str())), ("attempts", Change::Number(u64::from(*attempts)))]
+                }
+                LoginFailure::BadPassword | LoginFailure::UnknownAccount => {
+                    vec![("reason", Change::Text(reason.as_str()))]
+                }
+            },
             Event::AccountLocked { failures, until, .. } => {
                 let mut changes = vec![("failures", Change::Number(u64::from(*failures)))];
                 match until {

@@ -78,7 +78,8 @@ pub fn check(
 
 /// The events of a recorded failure: the failure, and the lock it caused, if it did.
 pub fn failure_events(user: UserId, before: &LoginGuard, after: &LoginGuard, now: Millis) -> Vec<Event> {
-    let mut events = vec![Event::LoginFailed { user: Some(user), email: None, reason: LoginFailure::BadPassword }];
+    let mut events =
+        vec![Event::LoginFailed { user: Some(user), email: None, reason: LoginFailure::BadPassword, attempts: 1 }];
     if !before.is_locked(now) && after.is_locked(now) {
         let until = if after.locked_forever { None } else { after.locked_until };
         events.push(Event::AccountLocked { user, failures: after.failures, until });
@@ -109,7 +110,60 @@ pub fn refusal_event(user: Option<UserId>, email: Option<&Email>, refused: &Perm
         PermitVerdict::Throttled { .. } => LoginFailure::Throttled,
         PermitVerdict::Locked { .. } => LoginFailure::Locked,
     };
-    Some(Event::LoginFailed { user, email: user.is_none().then(|| email.cloned()).flatten(), reason })
+    Some(Event::LoginFailed { user, email: user.is_none().then(|| email.cloned()).flatten(), reason, attempts: 1 })
+}
+
+/// How long refusals of one account, address or client network are gathered into one event.
+pub const REFUSAL_WINDOW_MS: u64 = 1_000;
+
+/// Refusals of an account (or address, or client network) that is already locked or throttled
+/// cost no password check, so an attacker can send tens of thousands a second; recording each
+/// as its own replicated write would hand them the log and the trail. They are recorded per
+/// window instead:
+///
+/// ```text
+///   refusal, no window open ──► record it (attempts 1), open a window of REFUSAL_WINDOW_MS
+///   refusal, window open ─────► hold it (count); the first one held asks for a flush at the
+///                               window's end
+///   window ends ──────────────► record the held ones as one event (attempts = count)
+/// ```
+///
+/// So every refusal is counted in the trail, within a second, by at most two events a second
+/// per account, address or network. The tally lives in the deciding actor's memory: if
+/// leadership moves within a window, the refusals held in it are not recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusalTally {
+    open_until: Option<Millis>,
+    held: u32,
+}
+
+/// What to do with one refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tallied {
+    /// Record it now, standing for `attempts` (itself and any held before).
+    Record { attempts: u32 },
+    /// Counted; `flush_at` is set for the first refusal held in this window.
+    Held { flush_at: Option<Millis> },
+}
+
+impl RefusalTally {
+    pub fn refused(self, now: Millis) -> (RefusalTally, Tallied) {
+        match self.open_until {
+            Some(until) if now < until => {
+                let flush_at = (self.held == 0).then_some(until);
+                (RefusalTally { held: self.held + 1, ..self }, Tallied::Held { flush_at })
+            }
+            _ => (
+                RefusalTally { open_until: Some(Millis(now.0 + REFUSAL_WINDOW_MS)), held: 0 },
+                Tallied::Record { attempts: self.held + 1 },
+            ),
+        }
+    }
+
+    /// The window's end: how many refusals were held in it (0: none), now to be recorded.
+    pub fn flushed(self) -> (RefusalTally, u32) {
+        (RefusalTally { held: 0, ..self }, self.held)
+    }
 }
 
 /// The events of a check reported for an address without an account: a failure (every guess
@@ -117,7 +171,12 @@ pub fn refusal_event(user: Option<UserId>, email: Option<&Email>, refused: &Perm
 pub fn unknown_account_events(email: &Email, attempt: Attempt) -> Vec<Event> {
     match attempt {
         Attempt::Failed | Attempt::Succeeded => {
-            vec![Event::LoginFailed { user: None, email: Some(email.clone()), reason: LoginFailure::UnknownAccount }]
+            vec![Event::LoginFailed {
+                user: None,
+                email: Some(email.clone()),
+                reason: LoginFailure::UnknownAccount,
+                attempts: 1,
+            }]
         }
         Attempt::Abandoned => Vec::new(),
     }
@@ -326,6 +385,29 @@ pub fn register(
             identity: Identity::new(user, email.clone(), password_hash.to_string(), now),
             events: vec![Event::UserRegistered { user, email: email.clone() }],
         },
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_recorded_once_per_window_and_every_one_is_counted() {
+        let tally = RefusalTally::default();
+        let (tally, first) = tally.refused(Millis(0));
+        assert_eq!(first, Tallied::Record { attempts: 1 });
+        let (tally, second) = tally.refused(Millis(10));
+        assert_eq!(second, Tallied::Held { flush_at: Some(Millis(REFUSAL_WINDOW_MS)) });
+        let (tally, third) = tally.refused(Millis(20));
+        assert_eq!(third, Tallied::Held { flush_at: None });
+        let (tally, held) = tally.flushed();
+        assert_eq!(held, 2);
+        let (tally, later) = tally.refused(Millis(REFUSAL_WINDOW_MS + 1));
+        assert_eq!(later, Tallied::Record { attempts: 1 });
+        // A flush that never came (the timer was lost): the next record carries the count.
+        let (tally, _) = tally.refused(Millis(REFUSAL_WINDOW_MS + 2));
+        assert_eq!(tally.refused(Millis(10 * REFUSAL_WINDOW_MS)).1, Tallied::Record { attempts: 2 });
     }
 }
 

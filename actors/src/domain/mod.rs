@@ -31,7 +31,10 @@ pub use identity::{CapAction, CapVerdict, Identity, LoginVerdict, SessionCap};
 pub use ids::{FamilyId, Generation, UserId};
 pub use ip::IpPrefix;
 pub use keys::{KeyPlan, KeyRecords};
-pub use login::{ChangeDecision, Checked, Live, LoginDecision, LoginPolicy, NewSession, RegisterDecision, Verified};
+pub use login::{
+    ChangeDecision, Checked, Live, LoginDecision, LoginPolicy, NewSession, RefusalTally, RegisterDecision, Tallied,
+    Verified,
+};
 pub use password::{PasswordPolicy, PasswordRejection};
 pub use refresh_token::{Pepper, RefreshToken};
 pub use throttle::{SlidingWindow, WindowPolicy, WindowVerdict};
