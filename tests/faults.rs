@@ -751,8 +751,9 @@ async fn webhooks_deliver_every_event_across_a_leader_kill_9() {
     }
 
     let trail = history.audit_events(new_leader, ADMIN).await;
-    let accepted = receiver.wait_accepted("/all", trail.len(), Duration::from_secs(30)).await;
     let expected: std::collections::BTreeSet<String> = trail.iter().map(|e| format!("evt_{}", e["seq"])).collect();
+    receiver.wait_all_accepted("/all", &expected, Duration::from_secs(30)).await;
+    let accepted = receiver.accepted("/all");
     let delivered: std::collections::BTreeSet<String> =
         accepted.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(delivered, expected, "every event of the trail delivered, nothing else");

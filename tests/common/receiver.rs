@@ -82,6 +82,23 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Waits until `path` accepted every webhook-id in `ids` (some perhaps more than once).
+    pub async fn wait_all_accepted(&self, path: &str, ids: &std::collections::BTreeSet<String>, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let accepted: std::collections::BTreeSet<String> =
+                self.accepted(path).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+            if ids.is_subset(&accepted) {
+                return;
+            }
+            let missing: Vec<&String> = ids.difference(&accepted).collect();
+            assert!(started.elapsed() < limit, "not accepted at {path} after {limit:?}: {missing:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.child.kill();
