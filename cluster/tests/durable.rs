@@ -126,16 +126,16 @@ async fn stream_entries_reach_the_store_with_the_map_and_the_chain_continues_aft
 
     // Arrange: five appends, two of them in a transaction that conflicts (so they never happen).
     for i in 0..3 {
-        let txn = Txn::new().put(format!("k/{i}"), &value(i)).unwrap().append("audit", format!("event {i}"));
+        let txn = Txn::new().put(format!("k/{i}"), &value(i)).unwrap().append("events", format!("event {i}"));
         assert!(matches!(node.node.propose(txn).await, Ok(TxnOutcome::Committed { .. })));
     }
-    let refused = Txn::new().expect_version("k/0", 999_999).append("audit", "never").append("audit", "never");
+    let refused = Txn::new().expect_version("k/0", 999_999).append("events", "never").append("events", "never");
     assert!(matches!(node.node.propose(refused).await, Ok(TxnOutcome::Conflict { .. })));
-    assert_eq!(node.node.stream_head("audit").last, 3);
+    assert_eq!(node.node.stream_head("events").last, 3);
     node.node.flush().await.unwrap();
     let pool = db.pool().await;
     let rows: Vec<(i64, Vec<u8>, Vec<u8>, String)> =
-        sqlx::query_as("SELECT seq, prev_hash, hash, text FROM stream_entries WHERE stream = 'audit' ORDER BY seq")
+        sqlx::query_as("SELECT seq, prev_hash, hash, text FROM stream_entries WHERE stream = 'events' ORDER BY seq")
             .fetch_all(&pool)
             .await
             .unwrap();
@@ -162,12 +162,12 @@ async fn stream_entries_reach_the_store_with_the_map_and_the_chain_continues_aft
     let second_dir = tempfile::tempdir().unwrap();
     let node = start_node(1, second_dir.path(), db.store().await, None, fast_tuning(), reserve_port()).await;
     eventually(Duration::from_secs(5), "leadership after restore", || node.node.status().role == "leader").await;
-    assert_eq!(node.node.stream_head("audit").last, 3);
-    let txn = Txn::<Value>::new().append("audit", "event 3");
+    assert_eq!(node.node.stream_head("events").last, 3);
+    let txn = Txn::<Value>::new().append("events", "event 3");
     assert!(matches!(node.node.propose(txn).await, Ok(TxnOutcome::Committed { .. })));
     node.node.flush().await.unwrap();
     let (seq, prev_hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT seq, prev_hash FROM stream_entries WHERE stream = 'audit' ORDER BY seq DESC LIMIT 1")
+        sqlx::query_as("SELECT seq, prev_hash FROM stream_entries WHERE stream = 'events' ORDER BY seq DESC LIMIT 1")
             .fetch_one(&pool)
             .await
             .unwrap();

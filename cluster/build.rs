@@ -1,0 +1,5 @@
+// The tests and benches embed `../migrations` with `sqlx::migrate!`: rebuild when one is added
+// or changed.
+fn main() {
+    println!("cargo:rerun-if-changed=../migrations");
+}
