@@ -26,17 +26,30 @@ fn audited_settings(dir: &Path) -> tessera::Settings {
     settings
 }
 
-/// `tessera audit …` against the data directory (and so the dev secrets) of a stopped node.
-fn tessera_audit(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
+/// `audited_settings` on a fresh Postgres database instead of the embedded SQLite.
+fn audited_on_postgres(dir: &Path, db: &PgDatabase) -> tessera::Settings {
+    let mut settings = audited_settings(dir);
+    settings.database_url = Some(tessera::config::DatabaseUrl::new(&db.url));
+    settings
+}
+
+/// `tessera audit …` against the data directory (and so the dev secrets) of a stopped node,
+/// and its store if `database_url` is given (else the configured SQLite file).
+fn tessera_audit_on(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("TESSERA_DATA_DIR", data_dir)
-        .env("TESSERA_LOG", "error")
-        .arg("audit")
-        .args(args)
-        .output()
-        .expect("run tessera audit")
+        .env("TESSERA_LOG", "error");
+    if let Some(url) = database_url {
+        command.env("TESSERA_DATABASE_URL", url);
+    }
+    command.arg("audit").args(args).output().expect("run tessera audit")
+}
+
+fn tessera_audit(data_dir: &Path, args: &[&str]) -> Output {
+    tessera_audit_on(data_dir, None, args)
 }
 
 fn text(output: &Output) -> String {
@@ -279,8 +292,7 @@ async fn audit_verify_names_the_first_bad_seq_after_any_sql_tampering() {
     // Arrange: a few events in Postgres, a checkpoint after each, the node stopped.
     let db = PgDatabase::create();
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = audited_settings(dir.path());
-    settings.database_url = Some(tessera::config::DatabaseUrl::new(&db.url));
+    let settings = audited_on_postgres(dir.path(), &db);
     let data = settings.data_dir.clone();
     let app = TestApp::spawn_with(dir, settings).await;
     for i in 0..4 {
@@ -291,14 +303,7 @@ async fn audit_verify_names_the_first_bad_seq_after_any_sql_tampering() {
     assert_eq!(app.node().cluster().stream_head("audit").last, 8);
     let _dir = app.stop().await;
     let verify = || {
-        let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TESSERA_DATA_DIR", &data)
-            .env("TESSERA_DATABASE_URL", &db.url)
-            .args(["audit", "verify"])
-            .output()
-            .unwrap();
+        let output = tessera_audit_on(&data, Some(&db.url), &["verify"]);
         (output.status.code(), text(&output))
     };
     let intact = verify();
@@ -433,8 +438,7 @@ async fn while_the_store_cannot_take_the_trail_event_writes_fail_closed_and_noth
     // locks the trail's table so the flusher cannot write it.
     let db = PgDatabase::create();
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = audited_settings(dir.path());
-    settings.database_url = Some(tessera::config::DatabaseUrl::new(&db.url));
+    let mut settings = audited_on_postgres(dir.path(), &db);
     settings.audit.max_backlog = 3;
     settings.audit.checkpoint_every = 1_000_000;
     let app = TestApp::spawn_with(dir, settings).await;

@@ -122,8 +122,17 @@ pub fn unseal(key: &[u8; 32], field: &str, user: Option<UserId>, sealed: &str) -
 /// The key that seals `user`'s personal data: theirs while it exists, the cluster's for events
 /// without an account. `None`: the user's data has been erased (nothing personal is recorded).
 pub fn sealing_key(cx: &ActorContext, user: Option<UserId>) -> Result<Option<[u8; 32]>, ActorError> {
-    let Some(user) = user else { return Ok(Some(cx.audit.cluster_pii_key)) };
-    match cx.replicator.read(&keys::pii(user))? {
+    key_of(&*cx.replicator, &cx.audit.cluster_pii_key, user)
+}
+
+/// [`sealing_key`] from the replica itself: the key that seals and opens `user`'s data.
+fn key_of(
+    replicator: &dyn Replicator,
+    cluster_key: &[u8; 32],
+    user: Option<UserId>,
+) -> Result<Option<[u8; 32]>, ActorError> {
+    let Some(user) = user else { return Ok(Some(*cluster_key)) };
+    match replicator.read(&keys::pii(user))? {
         Some((_, Record::PiiKey(key))) => Ok(Some(key)),
         Some((_, other)) => Err(ActorError::Corrupt(format!("pii/{user} holds {other:?}"))),
         None => Ok(None),
@@ -195,14 +204,7 @@ pub fn open(
     record: &mut serde_json::Value,
 ) -> Result<bool, ActorError> {
     let user = record.get("user_id").and_then(|u| u.as_str()).and_then(UserId::parse);
-    let key = match user {
-        None => Some(*cluster_key),
-        Some(user) => match replicator.read(&keys::pii(user))? {
-            Some((_, Record::PiiKey(key))) => Some(key),
-            Some((_, other)) => return Err(ActorError::Corrupt(format!("pii/{user} holds {other:?}"))),
-            None => None,
-        },
-    };
+    let key = key_of(replicator, cluster_key, user)?;
     let open_field = |slot: Option<&mut serde_json::Value>, field: &str| {
         if let Some(slot) = slot {
             let plain = match (key, slot.as_str()) {

@@ -104,7 +104,7 @@ impl Keeper {
 /// milliseconds) covers and that is not purged yet; returns how many rows went (0: nothing
 /// left to purge).
 pub async fn purge_before(store: &AuditStore, key: &VerifyingKey, cutoff: u64) -> Result<u64, String> {
-    let entries = store.checkpoints().await.map_err(|e| e.to_string())?;
+    let entries = store.stream_page(checkpoint::STREAM, 0, usize::MAX).await.map_err(|e| e.to_string())?;
     let purged = store.purged_through().await.map_err(|e| e.to_string())?;
     let next = entries
         .iter()

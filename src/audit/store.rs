@@ -24,6 +24,13 @@ pub struct Entry {
     pub text: String,
 }
 
+impl From<tessera_cluster::StreamEntry> for Entry {
+    /// An entry the replica still holds, as the store will hold it.
+    fn from(e: tessera_cluster::StreamEntry) -> Entry {
+        Entry { seq: e.seq, prev: e.prev, hash: e.hash, text: e.text }
+    }
+}
+
 /// Which events a page holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -252,7 +259,7 @@ impl AuditStore {
     pub async fn stream_page(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         on!(&self.pools, read pool => {
             let rows: Vec<(i64, Vec<u8>, Vec<u8>, String)> =
-                sqlx::query_as(ENTRIES).bind(stream).bind(after as i64).bind(limit as i64).fetch_all(pool).await?;
+                sqlx::query_as(ENTRIES).bind(stream).bind(after as i64).bind(limit.min(i64::MAX as usize) as i64).fetch_all(pool).await?;
             rows.into_iter().map(entry).collect()
         })
     }
@@ -262,15 +269,6 @@ impl AuditStore {
         on!(&self.pools, read pool => {
             let anchor: Option<(i64, Vec<u8>)> = sqlx::query_as(ANCHOR).bind("audit").fetch_optional(pool).await?;
             Ok(anchor.map_or(0, |(first, _)| first as u64 - 1))
-        })
-    }
-
-    /// Every checkpoint the store holds, in order.
-    pub async fn checkpoints(&self) -> Result<Vec<Entry>, StoreError> {
-        on!(&self.pools, read pool => {
-            let rows: Vec<(i64, Vec<u8>, Vec<u8>, String)> =
-                sqlx::query_as(ENTRIES).bind(checkpoint::STREAM).bind(0i64).bind(i64::MAX).fetch_all(pool).await?;
-            rows.into_iter().map(entry).collect()
         })
     }
 

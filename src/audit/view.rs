@@ -22,9 +22,7 @@ pub fn event(entry: &Entry, replica: &dyn Replicator, cluster_key: &[u8; 32]) ->
     shown.insert("seq".into(), entry.seq.into());
     for (name, value) in fields {
         let value = match (name.as_str(), value.as_u64()) {
-            ("at", Some(ms)) => {
-                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string().into()
-            }
+            ("at", Some(ms)) => rfc3339(ms).into(),
             _ => value,
         };
         shown.insert(name, value);
@@ -33,6 +31,11 @@ pub fn event(entry: &Entry, replica: &dyn Replicator, cluster_key: &[u8; 32]) ->
     shown.insert("prev_hash".into(), hex::encode(entry.prev).into());
     shown.insert("hash".into(), hex::encode(entry.hash).into());
     Ok(Value::Object(shown))
+}
+
+/// Unix milliseconds as RFC 3339 with milliseconds, as every admin view and webhook shows times.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// `since` and `until` as given: RFC 3339 (`2026-12-01T10:00:00Z`) or Unix milliseconds.

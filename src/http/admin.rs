@@ -49,6 +49,11 @@ pub fn admin_authorized(req: &HttpRequest, token: &Secret) -> bool {
     !presented.is_empty() && same
 }
 
+/// The public admin routes' check: the admin token, or a 401.
+pub fn require_admin(req: &HttpRequest, token: &Secret) -> Result<(), ApiError> {
+    if admin_authorized(req, token) { Ok(()) } else { Err(ApiError::InvalidToken("an admin token is required")) }
+}
+
 fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), ApiError> {
     if admin_authorized(req, &state.token) {
         Ok(())

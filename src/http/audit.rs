@@ -11,13 +11,30 @@ use utoipa::{IntoParams, ToSchema};
 use crate::audit::store::{Entry, Filter};
 use crate::audit::view;
 use crate::error::{ApiError, Problem, Unavailable};
-use crate::http::admin::admin_authorized;
+use crate::http::admin::require_admin;
 use crate::http::session::no_store;
 use crate::http::state::AppState;
 
-/// Page sizes.
+/// Page sizes of the admin listings.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 100;
+
+/// A listing's `limit`: 1 to 100, 50 if absent.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(ApiError::BadRequest("limit must be at least 1".into())),
+        n if n > MAX_LIMIT => Err(ApiError::BadRequest("limit must be at most 100".into())),
+        n => Ok(n),
+    }
+}
+
+/// A listing's `after`: the `next` of the page before (0 if absent).
+pub fn page_after(after: Option<String>) -> Result<u64, ApiError> {
+    after
+        .map(|a| a.parse::<u64>().map_err(|_| ApiError::BadRequest("after is not a cursor from this API".into())))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -73,16 +90,7 @@ impl TryFrom<AuditQuery> for Filter {
             .transpose()
         };
         let (since, until) = (time(q.since, "since")?, time(q.until, "until")?);
-        let after = q
-            .after
-            .map(|a| a.parse::<u64>().map_err(|_| bad("after is not a cursor from this API")))
-            .transpose()?
-            .unwrap_or(0);
-        let limit = match q.limit.unwrap_or(DEFAULT_LIMIT) {
-            0 => return Err(bad("limit must be at least 1")),
-            n if n > MAX_LIMIT => return Err(bad("limit must be at most 100")),
-            n => n,
-        };
+        let (after, limit) = (page_after(q.after)?, page_limit(q.limit)?);
         Ok(Filter { user_id, action, since, until, after, limit })
     }
 }
@@ -102,9 +110,7 @@ pub async fn audit_events(
     req: HttpRequest,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if !admin_authorized(&req, &state.admin_token) {
-        return Err(ApiError::InvalidToken("an admin token is required"));
-    }
+    require_admin(&req, &state.admin_token)?;
     let filter = Filter::try_from(query.into_inner())?;
     let (mut entries, stored) =
         state.audit.page(filter.clone()).await.map_err(|e| ApiError::unavailable_because(Unavailable::Store, e))?;
@@ -113,7 +119,7 @@ pub async fn audit_events(
         let pending = state.node.stream_entries(audit::STREAM, stored.max(filter.after), usize::MAX);
         let more = pending.into_iter().filter_map(|e| {
             let record: serde_json::Value = serde_json::from_str(&e.text).ok()?;
-            filter.admits(e.seq, &record).then_some(Entry { seq: e.seq, prev: e.prev, hash: e.hash, text: e.text })
+            filter.admits(e.seq, &record).then(|| Entry::from(e))
         });
         let room = filter.limit - entries.len();
         entries.extend(more.take(room));

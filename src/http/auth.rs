@@ -22,7 +22,7 @@ use tessera_actors::queries;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, Problem, Unavailable};
-use crate::http::admin::admin_authorized;
+use crate::http::admin::require_admin;
 use crate::http::caller::{Via, authenticate, require_csrf};
 use crate::http::session::{
     TokenResponse, Transport, check_cookie_origin, check_guess, clear_cookies, no_store, tokens,
@@ -438,9 +438,7 @@ pub async fn unlock(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !admin_authorized(&req, &state.admin_token) {
-        return Err(ApiError::InvalidToken("an admin token is required"));
-    }
+    require_admin(&req, &state.admin_token)?;
     let user = UserId::parse(&path).ok_or_else(|| ApiError::BadRequest("not a user id".into()))?;
     match state
         .gateway

@@ -1,8 +1,6 @@
 //! Webhook administration: the endpoints and where delivery stands, each endpoint's delivery
 //! log, and enabling an endpoint again after it was disabled.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,26 +9,14 @@ use tessera_actors::ports::{Write, WriteOutcome};
 use tessera_actors::record::{Record, keys};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::store::Entry;
+use crate::audit::view::rfc3339;
 use crate::error::{ApiError, Problem, Unavailable};
-use crate::http::admin::admin_authorized;
+use crate::http::admin::require_admin;
+use crate::http::audit::{page_after, page_limit};
 use crate::http::session::no_store;
 use crate::http::state::AppState;
 use crate::webhooks::dispatcher::{DELIVERIES, cursors};
-
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 100;
-
-fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    if admin_authorized(req, &state.admin_token) {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidToken("an admin token is required"))
-    }
-}
-
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct WebhookEndpoint {
@@ -62,7 +48,7 @@ pub struct WebhookEndpoints {
         (status = 401, description = "Missing or wrong admin token", body = Problem),
     ))]
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    require_admin(&req, &state.admin_token)?;
     let head = state.node.stream_head(audit::STREAM).last;
     let endpoints = cursors(&*state.replica, &state.webhooks)
         .into_iter()
@@ -120,20 +106,13 @@ pub async fn deliveries(
     path: web::Path<String>,
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    require_admin(&req, &state.admin_token)?;
     let name = path.into_inner();
     if !state.webhooks.iter().any(|w| w.name == name) {
         return Err(ApiError::NotFound);
     }
     let query = query.into_inner();
-    let limit = match query.limit.unwrap_or(DEFAULT_LIMIT) {
-        n @ 1..=MAX_LIMIT => n,
-        _ => return Err(ApiError::BadRequest("limit must be 1 to 100".into())),
-    };
-    let mut after = match query.after {
-        Some(a) => a.parse::<u64>().map_err(|_| ApiError::BadRequest("after is not a cursor from this API".into()))?,
-        None => 0,
-    };
+    let (limit, mut after) = (page_limit(query.limit)?, page_after(query.after)?);
     // The log holds every endpoint's attempts: read on until a page of this one's is full.
     let mut shown = Vec::new();
     let mut last_seen = after;
@@ -145,10 +124,7 @@ pub async fn deliveries(
             .map_err(|e| ApiError::unavailable_because(Unavailable::Store, e))?;
         if entries.is_empty() {
             let pending = state.node.stream_entries(DELIVERIES, after, 500);
-            entries = pending
-                .into_iter()
-                .map(|e| crate::audit::store::Entry { seq: e.seq, prev: e.prev, hash: e.hash, text: e.text })
-                .collect();
+            entries = pending.into_iter().map(Entry::from).collect();
         }
         if entries.is_empty() {
             break;
@@ -189,7 +165,7 @@ pub async fn enable(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    require_admin(&req, &state.admin_token)?;
     let name = path.into_inner();
     if !state.webhooks.iter().any(|w| w.name == name) {
         return Err(ApiError::NotFound);

@@ -60,11 +60,12 @@ impl Dispatcher {
             .user_agent(concat!("tessera-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client with default TLS builds");
+        let schedule: Vec<Duration> = self.delivery.retry_ms.iter().map(|ms| Duration::from_millis(*ms)).collect();
         loop {
             let mut moved = false;
             if self.cluster.leadership().this_node_leads {
                 for endpoint in &self.endpoints {
-                    match self.step(&http, endpoint).await {
+                    match self.step(&http, &schedule, endpoint).await {
                         Ok(Stepped::Moved) => moved = true,
                         Ok(Stepped::Idle) => {}
                         Err(e) => tracing::debug!(endpoint = endpoint.name, error = %e, "webhook step interrupted"),
@@ -81,7 +82,12 @@ impl Dispatcher {
 
     /// One step for `endpoint`: create its cursor, skip what it does not want, or attempt the
     /// next event it does.
-    async fn step(&self, http: &reqwest::Client, endpoint: &WebhookSettings) -> Result<Stepped, String> {
+    async fn step(
+        &self,
+        http: &reqwest::Client,
+        schedule: &[Duration],
+        endpoint: &WebhookSettings,
+    ) -> Result<Stepped, String> {
         let key = keys::webhook(&endpoint.name);
         let (version, cursor) = match self.replica.read(&key).map_err(|e| e.to_string())? {
             Some((version, Record::Webhook(cursor))) => (Some(version), cursor),
@@ -112,8 +118,7 @@ impl Dispatcher {
         };
         let (attempt, status, error) = self.attempt(http, endpoint, seq, &record).await;
         let jitter = (u64::from_be_bytes(random(&*self.entropy)) >> 11) as f64 / (1u64 << 53) as f64;
-        let schedule: Vec<Duration> = self.delivery.retry_ms.iter().map(|ms| Duration::from_millis(*ms)).collect();
-        let next = cursor.after(seq, attempt, self.clock.now(), &schedule, jitter);
+        let next = cursor.after(seq, attempt, self.clock.now(), schedule, jitter);
         let outcome = match (attempt, next.disabled) {
             (WebhookAttempt::Delivered, _) => "delivered",
             (WebhookAttempt::Failed { .. }, false) => "failed",
@@ -148,10 +153,7 @@ impl Dispatcher {
     async fn entries_after(&self, after: u64) -> Result<Vec<Entry>, String> {
         let pending = self.cluster.stream_entries(audit::STREAM, after, SCAN);
         if pending.first().is_some_and(|e| e.seq == after + 1) {
-            return Ok(pending
-                .into_iter()
-                .map(|e| Entry { seq: e.seq, prev: e.prev, hash: e.hash, text: e.text })
-                .collect());
+            return Ok(pending.into_iter().map(Entry::from).collect());
         }
         let filter = Filter { after, limit: SCAN, ..Filter::default() };
         let (stored, _) = self.store.page(&filter).await.map_err(|e| e.to_string())?;

@@ -45,8 +45,7 @@ pub fn payload(seq: u64, record: &Value) -> Value {
         changes.remove("email");
     }
     let at = record.get("at").and_then(Value::as_u64).unwrap_or(0);
-    let timestamp =
-        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at)).to_string();
+    let timestamp = crate::audit::view::rfc3339(at);
     json!({
         "type": record.get("action").cloned().unwrap_or(Value::Null),
         "timestamp": timestamp,
