@@ -195,6 +195,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub sessions: SessionSettings,
     pub audit: AuditSettings,
+    pub mfa: MfaSettings,
     /// Endpoints that receive security events (`[[webhooks]]`, see docs/audit.md).
     pub webhooks: Vec<WebhookSettings>,
     pub webhook_delivery: WebhookDelivery,
@@ -239,6 +240,7 @@ impl Default for Settings {
             tokens: TokenSettings::default(),
             sessions: SessionSettings::default(),
             audit: AuditSettings::default(),
+            mfa: MfaSettings::default(),
             webhooks: Vec::new(),
             webhook_delivery: WebhookDelivery::default(),
             argon2: Argon2Settings::default(),
@@ -276,6 +278,23 @@ impl Default for TokenSettings {
             leeway_secs: 5,
             verify_cache_entries: 100_000,
         }
+    }
+}
+
+/// Second factors and step-up (see docs/mfa.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaSettings {
+    /// The issuer authenticator apps show next to the account (`otpauth://totp/<issuer>:<email>`).
+    pub issuer: String,
+    /// Sensitive operations (password change, MFA changes, logging out other sessions) need a
+    /// session authenticated at most this long ago; older ones re-authenticate first (RFC 9470).
+    pub step_up_max_age_secs: u64,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        MfaSettings { issuer: "Tessera".into(), step_up_max_age_secs: 300 }
     }
 }
 

@@ -35,6 +35,13 @@ pub enum ApiError {
     /// The account has its maximum number of sessions and the policy is to refuse.
     #[error("session limit reached")]
     SessionLimit,
+    /// A sensitive operation from a session authenticated too long ago, or with one factor
+    /// where two are needed (RFC 9470 `insufficient_user_authentication`).
+    #[error("{}", if *.second_factor { "this operation needs a session with a second factor" } else { "this operation needs a recent login" })]
+    StepUpRequired { max_age_secs: u64, second_factor: bool },
+    /// The request conflicts with the account's state (the detail says how).
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -111,9 +118,16 @@ pub struct Problem {
     pub detail: Option<String>,
     /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`,
     /// `email_taken`, `session_limit`, `slow_down`, `access_denied` (CSRF or origin),
-    /// `not_found`, `temporarily_unavailable`, `server_error`.
+    /// `insufficient_user_authentication` (step-up, RFC 9470), `conflict`, `not_found`,
+    /// `temporarily_unavailable`, `server_error`.
     #[schema(example = "invalid_grant")]
     pub error: &'static str,
+    /// With `insufficient_user_authentication`: the oldest authentication accepted, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// With `insufficient_user_authentication`, when a second factor is needed: `aal2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr_values: Option<&'static str>,
 }
 
 impl ApiError {
@@ -140,6 +154,10 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down", "Too many attempts"),
             ApiError::SessionLimit => (StatusCode::CONFLICT, "session_limit", "Session limit reached"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "access_denied", "Forbidden"),
+            ApiError::StepUpRequired { .. } => {
+                (StatusCode::UNAUTHORIZED, "insufficient_user_authentication", "Insufficient user authentication")
+            }
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "Method not allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "Request body too large"),
@@ -156,9 +174,11 @@ impl ApiError {
     fn detail(&self) -> Option<String> {
         match self {
             ApiError::BadRequest(detail) => Some(detail.clone()),
-            ApiError::InvalidGrant(detail) | ApiError::InvalidToken(detail) | ApiError::Forbidden(detail) => {
-                Some(detail.to_string())
-            }
+            ApiError::InvalidGrant(detail)
+            | ApiError::InvalidToken(detail)
+            | ApiError::Forbidden(detail)
+            | ApiError::Conflict(detail) => Some(detail.to_string()),
+            ApiError::StepUpRequired { .. } => Some(self.to_string()),
             ApiError::EmailTaken => Some("an account with this email address exists".to_string()),
             ApiError::TooManyAttempts { .. } => Some("too many attempts; retry after the time given".to_string()),
             ApiError::SessionLimit => {
@@ -188,7 +208,21 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        let body = Problem { kind: "about:blank", title, status: status.as_u16(), detail: self.detail(), error: code };
+        let (max_age, acr_values) = match self {
+            ApiError::StepUpRequired { max_age_secs, second_factor } => {
+                (Some(*max_age_secs), second_factor.then_some("aal2"))
+            }
+            _ => (None, None),
+        };
+        let body = Problem {
+            kind: "about:blank",
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            error: code,
+            max_age,
+            acr_values,
+        };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
         response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
@@ -197,6 +231,13 @@ impl ResponseError for ApiError {
         }
         if let ApiError::TooManyAttempts { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        if let ApiError::StepUpRequired { max_age_secs, second_factor } = self {
+            let acr = if *second_factor { ", acr_values=\"aal2\"" } else { "" };
+            let challenge = format!(
+                "Bearer error=\"insufficient_user_authentication\", error_description=\"{self}\", max_age={max_age_secs}{acr}"
+            );
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
         if let ApiError::InvalidToken(_) = self {
             response

@@ -34,6 +34,13 @@ pub struct Secrets {
 impl Secrets {
     /// A key for one `purpose`, derived from the key-encryption key (HMAC-SHA256 keyed with it,
     /// the purpose as message), so one configured secret serves several keys, none reused.
+    /// The keys of second factors.
+    pub fn factor_keys(&self) -> tessera_actors::factor_keys::FactorKeys {
+        let (sealing, recovery) =
+            (self.derived_key(purposes::TOTP_SECRETS), self.derived_key(purposes::RECOVERY_CODES));
+        tessera_actors::factor_keys::FactorKeys::new(sealing, recovery)
+    }
+
     pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
         use hmac::{Hmac, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key_encryption_key).expect("HMAC takes any key");
@@ -48,6 +55,10 @@ pub mod purposes {
     pub const AUDIT_PII: &str = "tessera/audit-pii/v1";
     /// Signs the audit trail's checkpoints (an Ed25519 seed).
     pub const AUDIT_CHECKPOINT: &str = "tessera/audit-checkpoint/v1";
+    /// Seals TOTP secrets in the replicated store.
+    pub const TOTP_SECRETS: &str = "tessera/totp-secrets/v1";
+    /// Keys the digests of recovery codes.
+    pub const RECOVERY_CODES: &str = "tessera/recovery-codes/v1";
 }
 
 #[derive(Debug, thiserror::Error)]

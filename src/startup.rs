@@ -316,6 +316,7 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                     cluster_pii_key: parts.secrets.derived_key(secrets::purposes::AUDIT_PII),
                     max_backlog: parts.settings.audit.max_backlog,
                 },
+                factors: parts.secrets.factor_keys(),
             });
             let registry = Arc::new(Registry::new(cx, arbiters));
             let domain = Domain::new(Arc::clone(&registry));
@@ -343,6 +344,11 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 started: Instant::now(),
                 audit: parts.audit,
                 audit_pii_key: parts.secrets.derived_key(secrets::purposes::AUDIT_PII),
+                factors: parts.secrets.factor_keys(),
+                mfa_issuer: parts.settings.mfa.issuer.clone(),
+                step_up: tessera_actors::domain::StepUp {
+                    max_age: Duration::from_secs(parts.settings.mfa.step_up_max_age_secs),
+                },
                 webhooks: Arc::new(parts.settings.webhooks.clone()),
             });
             let public = HttpServer::new(move || {

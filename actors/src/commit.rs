@@ -237,6 +237,15 @@ pub(crate) fn log(events: &[Event]) {
             Event::PasswordChanged { user, others_revoked } => {
                 tracing::info!(action, %user, others_revoked, "password changed")
             }
+            Event::TotpEnrolled { user } => tracing::info!(action, %user, "authenticator app enrolled"),
+            Event::TotpDisabled { user } => tracing::info!(action, %user, "second factor disabled"),
+            Event::RecoveryCodesRegenerated { user } => tracing::info!(action, %user, "recovery codes replaced"),
+            Event::RecoveryCodeUsed { user, remaining } => {
+                tracing::info!(action, %user, remaining, "recovery code used")
+            }
+            Event::Reauthenticated { user, session, second_factor } => {
+                tracing::info!(action, %user, %session, second_factor, "session re-authenticated")
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::domain::{LockoutPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy};
+use crate::factor_keys::FactorKeys;
 use crate::ports::{Clock, Entropy, Replicator};
 
 pub struct ActorContext {
@@ -15,6 +16,8 @@ pub struct ActorContext {
     pub cap: SessionCap,
     pub throttle: ThrottlePolicy,
     pub audit: AuditPolicy,
+    /// Opens TOTP secrets and makes recovery-code digests.
+    pub factors: FactorKeys,
 }
 
 /// How security events are recorded.

@@ -25,11 +25,13 @@ use crate::client_actor::{CheckLogin, record_network_failure};
 use crate::commit::{Held, Shell, Step};
 use crate::context::ActorContext;
 use crate::domain::login::{self, Change};
+use crate::domain::mfa::CHALLENGE_TTL;
 use crate::domain::{
-    Amr, Attempt, ChangeDecision, DeviceHash, Email, Family, FamilyId, Generation, Identity, IpPrefix, Live,
-    LoginDecision, LoginGuard, LoginPolicy, Millis, NewSession, Opening, PermitVerdict, ReportVerdict, UserId,
-    Verified,
+    Amr, Attempt, ChallengeDecision, ChangeDecision, DeviceHash, Email, Family, FamilyId, Generation, Identity,
+    IpPrefix, Live, LoginDecision, LoginGuard, LoginPolicy, Mfa, Millis, NewSession, Opening, PermitVerdict,
+    ReportVerdict, UserId, Verified,
 };
+use crate::factor_keys::challenge_token;
 use crate::family_actor::grant;
 use crate::operation::Operation;
 use crate::ports::{Write, random};
@@ -41,20 +43,31 @@ use crate::record::{Record, keys};
 use crate::refusals::{Refusals, Refusing, refuse};
 use crate::service::Domain;
 
-/// The actor's view of its two replicated keys.
+/// The actor's view of its three replicated keys.
 #[derive(Clone)]
 pub(crate) struct Account {
-    user: UserId,
-    identity: Identity,
+    pub(crate) user: UserId,
+    pub(crate) identity: Identity,
     version: u64,
-    guard: LoginGuard,
+    pub(crate) guard: LoginGuard,
     /// `None` until the first attempt writes the guard.
     guard_version: Option<u64>,
+    pub(crate) mfa: Mfa,
+    /// `None` until a second factor is first enrolled.
+    mfa_version: Option<u64>,
 }
 
 impl Account {
-    fn with_guard(&self, guard: LoginGuard) -> Account {
+    pub(crate) fn with_guard(&self, guard: LoginGuard) -> Account {
         Account { guard, ..self.clone() }
+    }
+
+    pub(crate) fn with_mfa(&self, mfa: Mfa) -> Account {
+        Account { mfa, ..self.clone() }
+    }
+
+    pub(crate) fn with(&self, guard: LoginGuard, mfa: Mfa) -> Account {
+        Account { guard, mfa, ..self.clone() }
     }
 }
 
@@ -63,20 +76,28 @@ impl Held for Account {
         load(cx, self.user)
     }
 
-    /// Every decision is made on the identity and the guard as loaded: both are compared, the
-    /// guard is always written, the identity when it changed.
+    /// Every decision is made on the identity, the guard and the second factor as loaded: all
+    /// three are compared, the guard is always written, the others when they changed.
     fn replace(&self, next: &Account) -> Write {
-        let (user, guard) = (keys::user(self.user), keys::guard(self.user));
-        let write = Write::default()
+        let (user, guard, mfa) = (keys::user(self.user), keys::guard(self.user), keys::mfa(self.user));
+        let mut write = Write::default()
             .expect(user.clone(), Some(self.version))
             .expect(guard.clone(), self.guard_version)
+            .expect(mfa.clone(), self.mfa_version)
             .put(guard, Record::LoginGuard(next.guard.clone()));
-        if next.identity == self.identity { write } else { write.put(user, Record::Identity(next.identity.clone())) }
+        if next.identity != self.identity {
+            write = write.put(user, Record::Identity(next.identity.clone()));
+        }
+        if next.mfa != self.mfa {
+            write = write.put(mfa, Record::Mfa(next.mfa.clone()));
+        }
+        write
     }
 
     fn committed(&self, next: Account, version: u64) -> Account {
         let identity_version = if next.identity == self.identity { self.version } else { version };
-        Account { version: identity_version, guard_version: Some(version), ..next }
+        let mfa_version = if next.mfa == self.mfa { self.mfa_version } else { Some(version) };
+        Account { version: identity_version, guard_version: Some(version), mfa_version, ..next }
     }
 }
 
@@ -92,17 +113,18 @@ pub(crate) fn load(cx: &ActorContext, user: UserId) -> Result<Option<Account>, A
         Some((_, other)) => return Err(ActorError::Corrupt(format!("guard/{user} holds {other:?}"))),
         None => (None, LoginGuard::default()),
     };
-    Ok(Some(Account { user, identity, version, guard, guard_version }))
+    let (mfa_version, mfa) = queries::mfa(&*cx.replicator, user)?;
+    Ok(Some(Account { user, identity, version, guard, guard_version, mfa, mfa_version }))
 }
 
 /// An identity is never deleted while its actor lives; if one were, the replica is corrupt.
-fn gone<O>(user: UserId) -> impl FnOnce() -> Result<O, ActorError> {
+pub(crate) fn gone<O>(user: UserId) -> impl FnOnce() -> Result<O, ActorError> {
     move || Err(ActorError::Corrupt(format!("user/{user} vanished")))
 }
 
 pub struct IdentityActor {
-    account: Account,
-    cx: Arc<ActorContext>,
+    pub(crate) account: Account,
+    pub(crate) cx: Arc<ActorContext>,
     refusals: Refusals,
 }
 
@@ -145,7 +167,11 @@ pub(crate) fn wait(refused: &PermitVerdict, now: Millis, cx: &ActorContext) -> L
 
 /// Writes the sessions a decision changed, each a compare-and-set on the version it was read
 /// at; a revoked one also leaves its user's index.
-fn rewrite(user: UserId, live: &[LiveFamily], changed: impl IntoIterator<Item = (FamilyId, Family)>) -> Write {
+pub(crate) fn rewrite(
+    user: UserId,
+    live: &[LiveFamily],
+    changed: impl IntoIterator<Item = (FamilyId, Family)>,
+) -> Write {
     changed.into_iter().fold(Write::default(), |write, (id, family)| {
         let read_at = live.iter().find(|f| f.id == id).map(|f| f.version);
         let write = write.expect(keys::family(id), read_at).put(keys::family(id), Record::Family(family.clone()));
@@ -153,7 +179,7 @@ fn rewrite(user: UserId, live: &[LiveFamily], changed: impl IntoIterator<Item = 
     })
 }
 
-fn views(live: &[LiveFamily]) -> Vec<Live<'_>> {
+pub(crate) fn views(live: &[LiveFamily]) -> Vec<Live<'_>> {
     live.iter().map(|f| Live { id: f.id, family: &f.family }).collect()
 }
 
@@ -251,9 +277,32 @@ impl Handler<OpenSession> for IdentityActor {
         let user = self.account.user;
         // Drawn once per login, whatever the rule decides.
         let (id, salt) = (FamilyId(random(&*self.cx.entropy)), random(&*self.cx.entropy));
+        let (token, digest) = challenge_token(user, random(&*self.cx.entropy));
         self.decide(
             msg.origin.clone(),
             move |account, now, cx| {
+                if account.mfa.enrolled() {
+                    let decision = login::challenge(
+                        &account.identity,
+                        &account.guard,
+                        msg.verified,
+                        &account.mfa,
+                        digest,
+                        now,
+                        &cx.lockout,
+                    );
+                    return Ok(match decision {
+                        ChallengeDecision::NoSuchPermit => Step::reply(LoginOutcome::Rejected),
+                        ChallengeDecision::Refused { guard, events } => {
+                            Step::commit(account.with_guard(guard), LoginOutcome::Rejected).events(events)
+                        }
+                        ChallengeDecision::Challenged { guard, mfa } => {
+                            let expires_in_secs = CHALLENGE_TTL.as_secs();
+                            let reply = LoginOutcome::MfaRequired { token: token.clone(), expires_in_secs };
+                            Step::commit(account.with(guard, mfa), reply)
+                        }
+                    });
+                }
                 let (live, stale) = live_families(&*cx.replicator, account.user, now)?;
                 let opening = Opening {
                     user: account.user,
@@ -278,13 +327,9 @@ impl Handler<OpenSession> for IdentityActor {
                         Step::commit(account.with_guard(guard), LoginOutcome::CapReached).also(unindexed)
                     }
                     LoginDecision::Opened { guard, id, family, evicted, events } => {
-                        let opened = Write::default()
-                            .expect(keys::family(id), None)
-                            .put(keys::family(id), Record::Family(family.clone()))
-                            .put(keys::user_family(account.user, id), Record::UserFamily(now));
                         let grant = grant(cx, id, &family, Generation::FIRST);
                         Step::commit(account.with_guard(guard), LoginOutcome::Opened(grant))
-                            .also(unindexed.merge(rewrite(account.user, &live, evicted)).merge(opened))
+                            .also(unindexed.merge(opened(account.user, &live, (id, family), evicted, now)))
                             .events(events)
                     }
                 })
@@ -292,6 +337,20 @@ impl Handler<OpenSession> for IdentityActor {
             gone(user),
         )
     }
+}
+
+/// The write that opens session `id` and revokes the `evicted` ones.
+pub(crate) fn opened(
+    user: UserId,
+    live: &[LiveFamily],
+    (id, family): (FamilyId, Family),
+    evicted: Vec<(FamilyId, Family)>,
+    now: Millis,
+) -> Write {
+    rewrite(user, live, evicted)
+        .expect(keys::family(id), None)
+        .put(keys::family(id), Record::Family(family))
+        .put(keys::user_family(user, id), Record::UserFamily(now))
 }
 
 /// Message: clear failures and locks (administrator). Answers whether the account was locked.

@@ -19,6 +19,9 @@ use crate::address_actor::Register;
 use crate::client_actor::AdmitRegistration;
 use crate::family_actor::{Logout, LogoutAll, LogoutOthers, Refresh};
 use crate::identity_actor::{AbandonLogin, BeginLogin, ChangePassword, CompleteLogin, FailLogin, Unlock};
+use crate::identity_mfa::{
+    ConfirmTotp, DisableTotp, PassSecondFactor, Reauthenticate, RegenerateRecoveryCodes, StartTotp,
+};
 use crate::protocol::ActorError;
 use crate::service::Domain;
 
@@ -84,4 +87,10 @@ forwarded! {
     Unlock,
     LogoutOthers,
     ChangePassword,
+    StartTotp,
+    ConfirmTotp,
+    RegenerateRecoveryCodes,
+    DisableTotp,
+    PassSecondFactor,
+    Reauthenticate,
 }

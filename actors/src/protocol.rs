@@ -68,6 +68,63 @@ pub enum LoginOutcome {
     Rejected,
     /// The session cap is reached and its policy is to refuse (not a failed attempt).
     CapReached,
+    /// The password was right and the account has a second factor: no session yet; the
+    /// client presents a code with `token` (see `PassSecondFactor`).
+    MfaRequired {
+        token: String,
+        expires_in_secs: u64,
+    },
+}
+
+/// The second half of a login with a second factor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecondFactorOutcome {
+    Opened(SessionGrant),
+    /// No live challenge for this token (unknown, expired, passed, or dead of wrong codes).
+    NoChallenge,
+    /// The code or recovery code is wrong, replayed or used.
+    Refused,
+    Wait {
+        retry_after_secs: u64,
+    },
+    CapReached,
+}
+
+/// A step-up: the session proved its user again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReauthOutcome {
+    Reauthenticated(SessionGrant),
+    /// The password or code is wrong (counted as a failure).
+    Refused,
+    /// A code, and the account has no second factor.
+    NotEnrolled,
+    Wait {
+        retry_after_secs: u64,
+    },
+    SessionEnded,
+}
+
+/// The start of a TOTP enrolment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrolOutcome {
+    Started,
+    AlreadyEnrolled,
+}
+
+/// The confirmation of a TOTP enrolment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfirmOutcome {
+    Confirmed,
+    /// No pending enrolment with this id (unknown, expired or confirmed already).
+    NoSuchEnrolment,
+    WrongCode,
+}
+
+/// A change to an enrolled second factor (disable, new recovery codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MfaChange {
+    Done,
+    NotEnrolled,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

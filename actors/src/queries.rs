@@ -2,7 +2,7 @@
 //! of them read the local replica through the [`Replicator`] port.
 
 use crate::domain::{
-    AccessVerdict, DeviceBinding, DeviceHash, Email, Family, FamilyId, Generation, Identity, Millis, UserId,
+    AccessVerdict, DeviceBinding, DeviceHash, Email, Family, FamilyId, Generation, Identity, Mfa, Millis, UserId,
 };
 use crate::ports::Replicator;
 use crate::protocol::ActorError;
@@ -58,6 +58,15 @@ pub fn identity(replica: &dyn Replicator, user: UserId) -> Result<Option<Identit
         Some((_, Record::Identity(identity))) => Ok(Some(identity)),
         Some((_, other)) => Err(ActorError::Corrupt(format!("user/{user} holds {other:?}"))),
         None => Ok(None),
+    }
+}
+
+/// A user's second factor and the version it was read at (`None`: never written, so none).
+pub fn mfa(replica: &dyn Replicator, user: UserId) -> Result<(Option<u64>, Mfa), ActorError> {
+    match replica.read(&keys::mfa(user))? {
+        Some((version, Record::Mfa(mfa))) => Ok((Some(version), mfa)),
+        Some((_, _)) => Err(ActorError::Corrupt(format!("mfa/{user} holds another record"))),
+        None => Ok((None, Mfa::default())),
     }
 }
 

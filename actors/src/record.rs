@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Family, FamilyId, Identity, LoginGuard, Millis, UserId, WebhookCursor};
+use crate::domain::{Family, FamilyId, Identity, LoginGuard, Mfa, Millis, UserId, WebhookCursor};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -34,6 +34,9 @@ pub enum Record {
     PiiKey([u8; 32]),
     /// `webhook/{name}` → where delivery to a configured endpoint stands.
     Webhook(WebhookCursor),
+    /// `mfa/{user_id}` → the account's second factor: sealed TOTP secret, last accepted step,
+    /// recovery-code digests, a pending enrolment, login challenges.
+    Mfa(Mfa),
 }
 
 /// An Ed25519 signing key. The private half is sealed (XChaCha20-Poly1305 under the cluster
@@ -69,6 +72,10 @@ pub mod keys {
 
     pub fn guard(id: UserId) -> String {
         format!("guard/{id}")
+    }
+
+    pub fn mfa(id: UserId) -> String {
+        format!("mfa/{id}")
     }
 
     pub fn pii(id: UserId) -> String {

@@ -24,8 +24,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, Problem, Unavailable};
 use crate::http::admin::require_admin;
 use crate::http::caller::{Via, authenticate, require_csrf};
+use crate::http::mfa::{StepUpLevel, require_step_up};
 use crate::http::session::{
-    TokenResponse, Transport, check_cookie_origin, check_guess, clear_cookies, no_store, tokens,
+    CookieSession, TokenResponse, Transport, check_cookie_origin, check_guess, clear_cookies, no_store, tokens,
 };
 use crate::http::state::AppState;
 use crate::metrics::count;
@@ -131,7 +132,7 @@ pub async fn register(
 /// hour. Unknown addresses get the same answers, delays and timing.
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = Credentials,
     responses(
-        (status = 200, description = "A new session", body = TokenResponse),
+        (status = 200, description = "A new session (tokens in the body, or in cookies for `\"transport\": \"cookie\"`); or, for an account with a second factor, `mfa_required` with the `mfa_token` for `/v1/login/mfa` (no session, no cookies yet)", body = LoginAnswer),
         (status = 400, description = "Malformed request", body = Problem),
         (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = Problem),
         (status = 409, description = "Session limit reached and the policy is to refuse", body = Problem),
@@ -177,7 +178,35 @@ pub async fn login(
             count!("tessera_login_total", "outcome" => "cap_reached");
             Err(ApiError::SessionLimit)
         }
+        LoginOutcome::MfaRequired { token, expires_in_secs } => {
+            count!("tessera_login_total", "outcome" => "mfa_required");
+            Ok(no_store(HttpResponse::Ok()).json(MfaRequired {
+                mfa_required: true,
+                mfa_token: token,
+                factors: vec!["totp", "recovery_code"],
+                expires_in: expires_in_secs,
+            }))
+        }
     }
+}
+
+/// What a login answers (for the OpenAPI document).
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: handlers build each variant's body directly
+pub enum LoginAnswer {
+    Tokens(TokenResponse),
+    Cookies(CookieSession),
+    MfaRequired(MfaRequired),
+}
+
+/// A login whose password was right, for an account with a second factor: no session yet.
+#[derive(Serialize, ToSchema)]
+pub struct MfaRequired {
+    pub mfa_required: bool,
+    /// Send with a code to `/v1/login/mfa`.
+    pub mfa_token: String,
+    pub factors: Vec<&'static str>,
+    pub expires_in: u64,
 }
 
 /// Rotate a refresh token.
@@ -258,7 +287,7 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: web::By
     responses(
         (status = 204, description = "Logged out"),
         (status = 400, description = "Unknown scope", body = Problem),
-        (status = 401, description = "Invalid access token", body = Problem),
+        (status = 401, description = "Invalid access token; for `others`, also `insufficient_user_authentication` (re-authenticate first, RFC 9470)", body = Problem),
         (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = Problem),
         (status = 503, description = "Retry after `Retry-After`", body = Problem),
     ))]
@@ -282,6 +311,7 @@ pub async fn logout(
             state.gateway.call(LogoutAll { user: caller.user, origin }).await?;
         }
         "others" => {
+            require_step_up(&state, &caller, StepUpLevel::AsEnrolled, now)?;
             state.gateway.call(LogoutOthers { user: caller.user, keep: caller.family, origin }).await?;
         }
         _ => match state.gateway.call(Logout { user: caller.user, family: caller.family, origin }).await? {
@@ -414,7 +444,8 @@ pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "token_endpoint_auth_methods_supported": ["none"],
         "grant_types_supported": ["password", "refresh_token"],
-        "claims_supported": ["iss", "aud", "sub", "sid", "iat", "nbf", "exp", "jti", "auth_time", "amr"],
+        "claims_supported": ["iss", "aud", "sub", "sid", "iat", "nbf", "exp", "jti", "auth_time", "amr", "acr"],
+        "acr_values_supported": ["aal1", "aal2"],
     }))
 }
 

@@ -5,16 +5,17 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tessera_actors::audit::Actor;
-use tessera_actors::domain::{FamilyId, Verified, password};
+use tessera_actors::domain::FamilyId;
 use tessera_actors::family_actor::Logout;
-use tessera_actors::identity_actor::{AbandonLogin, BeginLogin, ChangePassword};
-use tessera_actors::protocol::{LoginStart, LoginSubject, LogoutOutcome, PasswordOutcome};
+use tessera_actors::identity_actor::ChangePassword;
+use tessera_actors::protocol::{LogoutOutcome, PasswordOutcome};
 use tessera_actors::queries::{self, live_families};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, Problem};
 use crate::http::caller::{Via, authenticate, require_csrf};
-use crate::http::session::{TokenResponse, Transport, check_guess, clear_cookies, tokens};
+use crate::http::mfa::{StepUpLevel, require_step_up};
+use crate::http::session::{TokenResponse, Transport, check_own_password, clear_cookies, tokens};
 use crate::http::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -131,7 +132,7 @@ pub struct PasswordChangeRequest {
     responses(
         (status = 200, description = "Changed; the session's new tokens", body = TokenResponse),
         (status = 400, description = "The new password breaks the policy (the detail says why)", body = Problem),
-        (status = 401, description = "Wrong current password, or not signed in", body = Problem),
+        (status = 401, description = "Wrong current password, not signed in, or `insufficient_user_authentication`: the session must re-authenticate first (RFC 9470; see `WWW-Authenticate`)", body = Problem),
         (status = 403, description = "Cookie request without a valid CSRF token or from a foreign origin", body = Problem),
         (status = 429, description = "Too many wrong passwords; see `Retry-After`", body = Problem),
     ))]
@@ -143,8 +144,8 @@ pub async fn change_password(
     let now = state.clock.now();
     let caller = authenticate(&req, &state, now).await?;
     require_csrf(&req, &state, caller.family, caller.via, now)?;
+    require_step_up(&state, &caller, StepUpLevel::AsEnrolled, now)?;
     let PasswordChangeRequest { current_password, new_password, revoke_other_sessions } = body.into_inner();
-    password::within_bounds(&current_password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let email = match queries::identity(&*state.replica, caller.user)? {
         Some(identity) => identity.email,
         None => return Err(ApiError::InvalidToken("the session has ended")),
@@ -152,29 +153,14 @@ pub async fn change_password(
     state.password_policy.check(&new_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = state.clients.client(&req);
     let origin = state.clients.origin(&req, Actor::Subject);
-    let begin = BeginLogin { email, ip: client.ip, origin: origin.clone() };
-    let (permit, hash, credential_version) = match state.gateway.call(begin).await? {
-        LoginStart::Permit { subject: LoginSubject::Account(user), permit, password_hash, credential_version }
-            if user == caller.user =>
-        {
-            (permit, password_hash, credential_version)
-        }
-        LoginStart::Permit { subject, permit, .. } => {
-            // The address no longer belongs to the caller: give the permit back.
-            let _ = state.gateway.call(AbandonLogin { subject, permit, origin: origin.clone() }).await;
-            return Err(ApiError::InvalidToken("the session has ended"));
-        }
-        LoginStart::Wait { retry_after_secs } => return Err(ApiError::TooManyAttempts { retry_after_secs }),
-    };
-    let subject = LoginSubject::Account(caller.user);
-    let current = SecretString::from(current_password);
-    if !check_guess(&state, &subject, permit, current, hash, client.ip, &origin).await? {
+    let Some(verified) = check_own_password(&state, caller.user, email, current_password, client.ip, &origin).await?
+    else {
         return Err(ApiError::InvalidGrant("the current password is wrong"));
-    }
+    };
     let new_hash = state.passwords.hash(SecretString::from(new_password)).await?;
     let change = ChangePassword {
         user: caller.user,
-        verified: Verified { permit, credential_version },
+        verified,
         new_hash,
         current: caller.family,
         device: client.device,

@@ -13,6 +13,7 @@ pub mod caller;
 pub mod client;
 pub mod cookies;
 pub mod csrf;
+pub mod mfa;
 pub mod openapi;
 pub mod ops;
 pub mod request_id;
@@ -56,6 +57,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .route("/v1/cluster", web::get().to(ops::cluster))
     .route("/v1/users", web::post().to(auth::register))
     .route("/v1/login", web::post().to(auth::login))
+    .route("/v1/login/mfa", web::post().to(mfa::login_second_factor))
+    .route("/v1/reauthenticate", web::post().to(mfa::reauthenticate))
+    .route("/v1/mfa", web::get().to(mfa::status))
+    .service(web::resource("/v1/mfa/totp").route(web::post().to(mfa::enrol)).route(web::delete().to(mfa::disable)))
+    .route("/v1/mfa/totp/confirm", web::post().to(mfa::confirm))
+    .route("/v1/mfa/recovery-codes", web::post().to(mfa::regenerate))
     .route("/v1/token/refresh", web::post().to(auth::refresh))
     .route("/v1/logout", web::post().to(auth::logout))
     .service(web::resource("/v1/verify").route(web::get().to(auth::verify)).route(web::head().to(auth::verify_head)))

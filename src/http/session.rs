@@ -7,10 +7,10 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tessera_actors::audit::Origin;
-use tessera_actors::domain::IpPrefix;
-use tessera_actors::identity_actor::{AbandonLogin, FailLogin};
+use tessera_actors::domain::{Email, IpPrefix, UserId, Verified, password};
+use tessera_actors::identity_actor::{AbandonLogin, BeginLogin, FailLogin};
 use tessera_actors::ports::random;
-use tessera_actors::protocol::{LoginSubject, SessionGrant};
+use tessera_actors::protocol::{LoginStart, LoginSubject, SessionGrant};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -147,4 +147,35 @@ pub fn clear_cookies(state: &AppState, req: &HttpRequest, response: &mut HttpRes
         response.cookie(cookie);
     }
     response.insert_header(("clear-site-data", "\"cookies\""));
+}
+
+/// Checks the signed-in `user`'s own password (a password change, a re-authentication) like a
+/// login: under a permit of the account's guard, a wrong one counting as a failed attempt.
+/// `Some` when it verified, with the permit to complete.
+pub async fn check_own_password(
+    state: &AppState,
+    user: UserId,
+    email: Email,
+    password: String,
+    ip: Option<IpPrefix>,
+    origin: &Origin,
+) -> Result<Option<Verified>, ApiError> {
+    password::within_bounds(&password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let begin = BeginLogin { email, ip, origin: origin.clone() };
+    let (permit, hash, credential_version) = match state.gateway.call(begin).await? {
+        LoginStart::Permit { subject: LoginSubject::Account(owner), permit, password_hash, credential_version }
+            if owner == user =>
+        {
+            (permit, password_hash, credential_version)
+        }
+        LoginStart::Permit { subject, permit, .. } => {
+            // The address no longer belongs to the caller: give the permit back.
+            let _ = state.gateway.call(AbandonLogin { subject, permit, origin: origin.clone() }).await;
+            return Err(ApiError::InvalidToken("the session has ended"));
+        }
+        LoginStart::Wait { retry_after_secs } => return Err(ApiError::TooManyAttempts { retry_after_secs }),
+    };
+    let subject = LoginSubject::Account(user);
+    let verified = check_guess(state, &subject, permit, SecretString::from(password), hash, ip, origin).await?;
+    Ok(verified.then_some(Verified { permit, credential_version }))
 }

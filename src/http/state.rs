@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tessera_actors::domain::StepUp;
+use tessera_actors::factor_keys::FactorKeys;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_actors::domain::PasswordPolicy;
@@ -48,4 +50,10 @@ pub struct AppState {
     pub audit_pii_key: [u8; 32],
     /// Configured webhook endpoints.
     pub webhooks: Arc<Vec<WebhookSettings>>,
+    /// Seals new TOTP secrets and digests new recovery codes.
+    pub factors: FactorKeys,
+    /// The issuer named in `otpauth://` URIs.
+    pub mfa_issuer: String,
+    /// How fresh a session must be for sensitive operations.
+    pub step_up: StepUp,
 }

@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode}
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tessera_actors::domain::{FamilyId, Generation, Millis, UserId};
+use tessera_actors::domain::{Amr, FamilyId, Generation, Millis, UserId};
 use tessera_actors::ports::Replicator;
 use tessera_actors::protocol::SessionGrant;
 use utoipa::ToSchema;
@@ -44,6 +44,10 @@ pub struct AccessClaims {
     pub jti: String,
     pub auth_time: u64,
     pub amr: Vec<String>,
+    /// `aal1` (one factor) or `aal2` (a password and a second factor). Absent from tokens of
+    /// versions before MFA, which were all `aal1`.
+    #[serde(default)]
+    pub acr: String,
     /// The refresh generation this token was issued with.
     #[serde(rename = "gen")]
     pub generation: u64,
@@ -60,6 +64,11 @@ impl AccessClaims {
 
     pub fn generation(&self) -> Generation {
         Generation(self.generation)
+    }
+
+    /// The methods in `amr`, as the domain names them.
+    pub fn methods(&self) -> Amr {
+        Amr::from_names(self.amr.iter().map(String::as_str))
     }
 }
 
@@ -200,6 +209,7 @@ impl AccessTokens {
             jti: URL_SAFE_NO_PAD.encode(jti),
             auth_time: grant.auth_time.as_secs(),
             amr: grant.amr.names().into_iter().map(String::from).collect(),
+            acr: grant.amr.acr().to_string(),
             generation: grant.generation.0,
         };
         let header =

@@ -296,3 +296,14 @@ pub async fn spawn_cluster(n: u64) -> Vec<TestApp> {
     }
     apps
 }
+
+/// `oathtool`'s code for `secret` (base32) at now plus `steps` time steps.
+pub fn oathtool(secret: &str, steps: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let output = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", "--now", &format!("@{}", now + 30 * steps), secret])
+        .output()
+        .expect("oathtool is installed (.ci/run installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}

@@ -25,6 +25,8 @@ pub enum LoginFailure {
     /// No guess was evaluated: too soon after a failure, too many guesses in flight, or the
     /// client network is throttled.
     Throttled,
+    /// The password was right, and the second factor's code wrong, replayed or used already.
+    MfaFailed,
 }
 
 impl LoginFailure {
@@ -34,6 +36,7 @@ impl LoginFailure {
             LoginFailure::UnknownAccount => "unknown_account",
             LoginFailure::Locked => "locked",
             LoginFailure::Throttled => "throttled",
+            LoginFailure::MfaFailed => "mfa_failed",
         }
     }
 }
@@ -92,6 +95,28 @@ pub enum Event {
         user: UserId,
         session: FamilyId,
     },
+    /// An authenticator app was confirmed with its first code.
+    TotpEnrolled {
+        user: UserId,
+    },
+    TotpDisabled {
+        user: UserId,
+    },
+    RecoveryCodesRegenerated {
+        user: UserId,
+    },
+    /// A recovery code stood in for a code; `remaining` are left.
+    RecoveryCodeUsed {
+        user: UserId,
+        remaining: u32,
+    },
+    /// The session proved its user again (step-up): a new `auth_time`, and `second_factor`
+    /// when that proof was a code.
+    Reauthenticated {
+        user: UserId,
+        session: FamilyId,
+        second_factor: bool,
+    },
 }
 
 /// One value of an event's `changes`.
@@ -125,6 +150,11 @@ impl Event {
             Event::ReplayDetected { .. } => "session.replay_detected",
             Event::PasswordChanged { .. } => "password.changed",
             Event::DeviceMismatchRefused { .. } => "device.mismatch_refused",
+            Event::TotpEnrolled { .. } => "mfa.totp_enrolled",
+            Event::TotpDisabled { .. } => "mfa.totp_disabled",
+            Event::RecoveryCodesRegenerated { .. } => "mfa.recovery_codes_regenerated",
+            Event::RecoveryCodeUsed { .. } => "mfa.recovery_code_used",
+            Event::Reauthenticated { .. } => "session.reauthenticated",
         }
     }
 
@@ -139,7 +169,12 @@ impl Event {
             | Event::SessionRevoked { user, .. }
             | Event::ReplayDetected { user, .. }
             | Event::PasswordChanged { user, .. }
-            | Event::DeviceMismatchRefused { user, .. } => Some(*user),
+            | Event::DeviceMismatchRefused { user, .. }
+            | Event::TotpEnrolled { user }
+            | Event::TotpDisabled { user }
+            | Event::RecoveryCodesRegenerated { user }
+            | Event::RecoveryCodeUsed { user, .. }
+            | Event::Reauthenticated { user, .. } => Some(*user),
             Event::LoginFailed { user, .. } => *user,
         }
     }
@@ -151,8 +186,13 @@ impl Event {
             | Event::SessionCreated { session, .. }
             | Event::SessionRevoked { session, .. }
             | Event::ReplayDetected { session, .. }
-            | Event::DeviceMismatchRefused { session, .. } => Some(*session),
-            Event::UserRegistered { .. }
+            | Event::DeviceMismatchRefused { session, .. }
+            | Event::Reauthenticated { session, .. } => Some(*session),
+            Event::TotpEnrolled { .. }
+            | Event::TotpDisabled { .. }
+            | Event::RecoveryCodesRegenerated { .. }
+            | Event::RecoveryCodeUsed { .. }
+            | Event::UserRegistered { .. }
             | Event::LoginFailed { .. }
             | Event::AccountLocked { .. }
             | Event::AccountUnlocked { .. }
@@ -172,7 +212,12 @@ impl Event {
             | Event::SessionRevoked { .. }
             | Event::ReplayDetected { .. }
             | Event::PasswordChanged { .. }
-            | Event::DeviceMismatchRefused { .. } => None,
+            | Event::DeviceMismatchRefused { .. }
+            | Event::TotpEnrolled { .. }
+            | Event::TotpDisabled { .. }
+            | Event::RecoveryCodesRegenerated { .. }
+            | Event::RecoveryCodeUsed { .. }
+            | Event::Reauthenticated { .. } => None,
         }
     }
 
@@ -183,7 +228,7 @@ impl Event {
                 LoginFailure::Locked | LoginFailure::Throttled => {
                     vec![("reason", Change::Text(reason.as_str())), ("attempts", Change::Number(u64::from(*attempts)))]
                 }
-                LoginFailure::BadPassword | LoginFailure::UnknownAccount => {
+                LoginFailure::BadPassword | LoginFailure::UnknownAccount | LoginFailure::MfaFailed => {
                     vec![("reason", Change::Text(reason.as_str()))]
                 }
             },
@@ -199,10 +244,15 @@ impl Event {
             Event::SessionRevoked { reason, .. } => vec![("reason", Change::Text(reason.as_str()))],
             Event::ReplayDetected { presented, .. } => vec![("presented_generation", Change::Number(presented.0))],
             Event::PasswordChanged { others_revoked, .. } => vec![("others_revoked", Change::Flag(*others_revoked))],
+            Event::RecoveryCodeUsed { remaining, .. } => vec![("remaining", Change::Number(u64::from(*remaining)))],
+            Event::Reauthenticated { second_factor, .. } => vec![("second_factor", Change::Flag(*second_factor))],
             Event::UserRegistered { .. }
             | Event::LoginSucceeded { .. }
             | Event::SessionCreated { .. }
-            | Event::DeviceMismatchRefused { .. } => Vec::new(),
+            | Event::DeviceMismatchRefused { .. }
+            | Event::TotpEnrolled { .. }
+            | Event::TotpDisabled { .. }
+            | Event::RecoveryCodesRegenerated { .. } => Vec::new(),
         }
     }
 }

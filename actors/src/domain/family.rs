@@ -42,18 +42,37 @@ pub struct Amr(pub u8);
 impl Amr {
     pub const PASSWORD: Amr = Amr(1);
     pub const OTP: Amr = Amr(2);
+    /// A recovery code (a look-up secret): named `mfa` (RFC 8176: multiple factors), since
+    /// RFC 8176 has no value for it.
+    pub const RECOVERY_CODE: Amr = Amr(4);
 
     pub fn with(self, other: Amr) -> Amr {
         Amr(self.0 | other.0)
     }
 
+    /// A password and a second factor.
+    pub fn is_multi_factor(self) -> bool {
+        self.0 & Amr::PASSWORD.0 != 0 && self.0 & (Amr::OTP.0 | Amr::RECOVERY_CODE.0) != 0
+    }
+
+    /// The authentication level (`acr`): `aal2` for two factors, otherwise `aal1`.
+    pub fn acr(self) -> &'static str {
+        if self.is_multi_factor() { "aal2" } else { "aal1" }
+    }
+
+    const NAMES: [(Amr, &'static str); 3] = [(Amr::PASSWORD, "pwd"), (Amr::OTP, "otp"), (Amr::RECOVERY_CODE, "mfa")];
+
+    /// The set named by `names` (unknown names are ignored).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Amr {
+        names.into_iter().fold(Amr::default(), |amr, name| match Amr::NAMES.iter().find(|(_, n)| *n == name) {
+            Some((flag, _)) => amr.with(*flag),
+            None => amr,
+        })
+    }
+
     /// The RFC 8176 names, in a fixed order.
     pub fn names(self) -> Vec<&'static str> {
-        [(Amr::PASSWORD, "pwd"), (Amr::OTP, "otp")]
-            .into_iter()
-            .filter(|(flag, _)| self.0 & flag.0 != 0)
-            .map(|(_, name)| name)
-            .collect()
+        Amr::NAMES.into_iter().filter(|(flag, _)| self.0 & flag.0 != 0).map(|(_, name)| name).collect()
     }
 }
 
@@ -331,6 +350,21 @@ impl Family {
     /// refresh token handed out before is superseded. `None` if the family is not live.
     pub fn reissued(&self, now: Millis, device: DeviceHash, policy: &SessionPolicy) -> Option<Family> {
         self.is_live(now).then(|| self.advanced(now, device, policy))
+    }
+
+    /// A new generation after the user proved themselves again (step-up): `auth_time` is now
+    /// and `amr` gains `proved`; the session id stays. `None` if the family is not live.
+    pub fn reauthenticated(
+        &self,
+        now: Millis,
+        device: DeviceHash,
+        proved: Amr,
+        policy: &SessionPolicy,
+    ) -> Option<Family> {
+        let mut next = self.reissued(now, device, policy)?;
+        next.auth_time = now;
+        next.amr = self.amr.with(proved);
+        Some(next)
     }
 
     /// Revokes the family for `reason`. Revocation is terminal: the first reason stays.
@@ -710,6 +744,9 @@ mod tests {
     fn amr_names_follow_rfc_8176() {
         assert_eq!(Amr::PASSWORD.names(), vec!["pwd"]);
         assert_eq!(Amr::PASSWORD.with(Amr::OTP).names(), vec!["pwd", "otp"]);
+        assert_eq!(Amr::PASSWORD.with(Amr::RECOVERY_CODE).names(), vec!["pwd", "mfa"]);
+        assert_eq!(Amr::from_names(["pwd", "otp", "x"]), Amr::PASSWORD.with(Amr::OTP));
+        assert_eq!((Amr::PASSWORD.acr(), Amr::PASSWORD.with(Amr::OTP).acr()), ("aal1", "aal2"));
     }
 
     proptest! {

@@ -25,10 +25,12 @@
 use super::device::DeviceHash;
 use super::email::Email;
 use super::event::{Event, LoginFailure};
+use super::family::Amr;
 use super::family::{Family, Opening, RevokeReason, RevokeVerdict, SessionPolicy};
 use super::guard::{Attempt, LockoutPolicy, LoginGuard, PermitVerdict, ReportVerdict};
 use super::identity::{CapVerdict, Identity, LoginVerdict, SessionCap};
 use super::ids::{FamilyId, UserId};
+use super::mfa::{FactorVerdict, Mfa, Proof};
 use super::time::Millis;
 
 /// A live session of the account, as stored.
@@ -78,8 +80,18 @@ pub fn check(
 
 /// The events of a recorded failure: the failure, and the lock it caused, if it did.
 pub fn failure_events(user: UserId, before: &LoginGuard, after: &LoginGuard, now: Millis) -> Vec<Event> {
-    let mut events =
-        vec![Event::LoginFailed { user: Some(user), email: None, reason: LoginFailure::BadPassword, attempts: 1 }];
+    failure_events_for(LoginFailure::BadPassword, user, before, after, now)
+}
+
+/// [`failure_events`] for a failure of another kind (a wrong code).
+fn failure_events_for(
+    reason: LoginFailure,
+    user: UserId,
+    before: &LoginGuard,
+    after: &LoginGuard,
+    now: Millis,
+) -> Vec<Event> {
+    let mut events = vec![Event::LoginFailed { user: Some(user), email: None, reason, attempts: 1 }];
     if !before.is_locked(now) && after.is_locked(now) {
         let until = if after.locked_forever { None } else { after.locked_until };
         events.push(Event::AccountLocked { user, failures: after.failures, until });
@@ -278,6 +290,236 @@ fn revoke_all<'a>(
             RevokeVerdict::AlreadyRevoked => None,
         })
         .collect()
+}
+
+/// What a right password does for an account with a second factor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChallengeDecision {
+    NoSuchPermit,
+    /// Commit `guard` (a failure); answer as a wrong password.
+    Refused {
+        guard: LoginGuard,
+        events: Vec<Event>,
+    },
+    /// Commit `guard` (the permit settled, failures kept) and `mfa` (with the new challenge).
+    Challenged {
+        guard: LoginGuard,
+        mfa: Mfa,
+    },
+}
+
+/// A password that verified for an account with a second factor opens a challenge, not a
+/// session. Its permit is settled without resetting the account's failures: only a passed
+/// second factor does that, so a wrong code counts like a wrong password (invariant 5).
+pub fn challenge(
+    identity: &Identity,
+    guard: &LoginGuard,
+    verified: Verified,
+    mfa: &Mfa,
+    digest: [u8; 32],
+    now: Millis,
+    lockout: &LockoutPolicy,
+) -> ChallengeDecision {
+    match identity.accept_login(verified.credential_version) {
+        LoginVerdict::Accepted => match guard.report(verified.permit, Attempt::Abandoned, now, lockout) {
+            ReportVerdict::NoSuchPermit => ChallengeDecision::NoSuchPermit,
+            ReportVerdict::Recorded { guard } => {
+                ChallengeDecision::Challenged { guard, mfa: mfa.challenge(digest, verified.credential_version, now) }
+            }
+        },
+        LoginVerdict::StaleCredential | LoginVerdict::Disabled => {
+            match check(identity, guard, verified, now, lockout) {
+                Checked::NoSuchPermit | Checked::Accepted { .. } => ChallengeDecision::NoSuchPermit,
+                Checked::Refused { guard: after } => {
+                    let events = failure_events(identity.user, guard, &after, now);
+                    ChallengeDecision::Refused { guard: after, events }
+                }
+            }
+        }
+    }
+}
+
+/// The second half of a login with a second factor.
+#[allow(clippy::large_enum_variant)] // as for `LoginDecision`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecondFactorDecision {
+    /// No live challenge has this token (unknown, expired, passed, or dead of wrong codes).
+    NoChallenge,
+    /// No code may be checked now (too soon after a failure, or locked): nothing changes.
+    Wait { refused: PermitVerdict },
+    /// Commit `guard` (a failure) and `mfa` (one more wrong code for the challenge).
+    Wrong { guard: LoginGuard, mfa: Mfa, events: Vec<Event> },
+    /// Commit `guard` and `mfa`: the credential changed since the password was checked, or
+    /// the account was disabled; answer as a wrong code.
+    Refused { guard: LoginGuard, mfa: Mfa, events: Vec<Event> },
+    /// Commit `guard` (a success) and `mfa` (factor used, challenge passed); the cap refuses.
+    CapReached { guard: LoginGuard, mfa: Mfa },
+    /// Commit as for [`LoginDecision::Opened`], and `mfa`.
+    Opened {
+        guard: LoginGuard,
+        mfa: Mfa,
+        id: FamilyId,
+        family: Family,
+        evicted: Vec<(FamilyId, Family)>,
+        events: Vec<Event>,
+    },
+}
+
+/// The factor a login presents for the challenge whose token has `digest`.
+#[derive(Clone, Copy, Debug)]
+pub struct Presented<'a> {
+    pub digest: [u8; 32],
+    /// The enrolled factor's secret, unsealed by the shell.
+    pub secret: &'a [u8],
+    pub proof: &'a Proof,
+}
+
+/// Completes a login at its second factor: the code is a guess under a permit of the account's
+/// guard, checked and consumed in the same decision, so a step or a recovery code opens at most
+/// one session.
+#[allow(clippy::too_many_arguments)]
+pub fn pass_second_factor(
+    identity: &Identity,
+    guard: &LoginGuard,
+    mfa: &Mfa,
+    presented: Presented<'_>,
+    live: &[Live<'_>],
+    mut new: NewSession,
+    now: Millis,
+    policy: LoginPolicy<'_>,
+) -> SecondFactorDecision {
+    let user = identity.user;
+    let Some(challenge) = mfa.find_challenge(presented.digest, now).cloned() else {
+        return SecondFactorDecision::NoChallenge;
+    };
+    let (permitted, permit) = match guard.request_permit(now, policy.lockout) {
+        PermitVerdict::Granted { guard, permit } => (guard, permit),
+        refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
+            return SecondFactorDecision::Wait { refused };
+        }
+    };
+    let (used, amr, mut events) = match mfa.accept(user, presented.secret, presented.proof, now) {
+        FactorVerdict::Accepted { mfa, amr, events } => (mfa.without_challenge(presented.digest, now), amr, events),
+        FactorVerdict::Refused => {
+            let after = match permitted.report(permit, Attempt::Failed, now, policy.lockout) {
+                ReportVerdict::Recorded { guard } => guard,
+                ReportVerdict::NoSuchPermit => permitted.clone(),
+            };
+            let events = failure_events_for(LoginFailure::MfaFailed, user, guard, &after, now);
+            return SecondFactorDecision::Wrong { guard: after, mfa: mfa.wrong_code(presented.digest, now), events };
+        }
+    };
+    new.opening.amr = Amr::PASSWORD.with(amr);
+    let verified = Verified { permit, credential_version: challenge.credential_version };
+    match complete(identity, &permitted, verified, live, new, now, policy) {
+        LoginDecision::NoSuchPermit => SecondFactorDecision::NoChallenge,
+        LoginDecision::Refused { guard, events } => SecondFactorDecision::Refused { guard, mfa: used, events },
+        LoginDecision::CapReached { guard } => SecondFactorDecision::CapReached { guard, mfa: used },
+        LoginDecision::Opened { guard, id, family, evicted, events: opened } => {
+            events.extend(opened);
+            SecondFactorDecision::Opened { guard, mfa: used, id, family, evicted, events }
+        }
+    }
+}
+
+/// How a session proves its user again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Reproof {
+    /// The password, verified by the edge under a permit.
+    Password(Verified),
+    /// A TOTP code, checked here under a permit.
+    Code(String),
+}
+
+#[allow(clippy::large_enum_variant)] // as for `LoginDecision`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReauthDecision {
+    NoSuchPermit,
+    /// A code, and the account has no second factor.
+    NotEnrolled,
+    Wait {
+        refused: PermitVerdict,
+    },
+    /// Commit `guard` (a failure) and `mfa`; answer as a wrong password or code.
+    Refused {
+        guard: LoginGuard,
+        mfa: Mfa,
+        events: Vec<Event>,
+    },
+    /// Commit `guard` and `mfa`; the session is no longer live.
+    SessionEnded {
+        guard: LoginGuard,
+        mfa: Mfa,
+    },
+    /// Commit `guard`, `mfa` and the session's new generation.
+    Reauthenticated {
+        guard: LoginGuard,
+        mfa: Mfa,
+        current: (FamilyId, Family),
+        events: Vec<Event>,
+    },
+}
+
+/// Re-authenticates the session `current`: a password or a code, each a guess under a permit;
+/// then the session moves to a new generation with `auth_time` now and the proved factor added
+/// to its `amr` (NIST SP 800-63B: within a session, one factor re-authenticates).
+#[allow(clippy::too_many_arguments)]
+pub fn reauthenticate(
+    identity: &Identity,
+    guard: &LoginGuard,
+    mfa: &Mfa,
+    secret: Option<&[u8]>,
+    proof: &Reproof,
+    (current, device): (FamilyId, DeviceHash),
+    live: &[Live<'_>],
+    now: Millis,
+    lockout: &LockoutPolicy,
+    sessions: &SessionPolicy,
+) -> ReauthDecision {
+    let user = identity.user;
+    let (guard, mfa, proved) = match proof {
+        Reproof::Password(verified) => match check(identity, guard, *verified, now, lockout) {
+            Checked::NoSuchPermit => return ReauthDecision::NoSuchPermit,
+            Checked::Refused { guard: after } => {
+                let events = failure_events(user, guard, &after, now);
+                return ReauthDecision::Refused { guard: after, mfa: mfa.clone(), events };
+            }
+            Checked::Accepted { guard } => (guard, mfa.clone(), Amr::PASSWORD),
+        },
+        Reproof::Code(code) => {
+            let (Some(secret), true) = (secret, mfa.enrolled()) else { return ReauthDecision::NotEnrolled };
+            let (permitted, permit) = match guard.request_permit(now, lockout) {
+                PermitVerdict::Granted { guard, permit } => (guard, permit),
+                refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) => {
+                    return ReauthDecision::Wait { refused };
+                }
+            };
+            let (attempt, accepted) = match mfa.accept(user, secret, &Proof::Code(code.clone()), now) {
+                FactorVerdict::Accepted { mfa, amr, .. } => (Attempt::Succeeded, Some((mfa, amr))),
+                FactorVerdict::Refused => (Attempt::Failed, None),
+            };
+            let after = match permitted.report(permit, attempt, now, lockout) {
+                ReportVerdict::Recorded { guard } => guard,
+                ReportVerdict::NoSuchPermit => permitted.clone(),
+            };
+            match accepted {
+                Some((mfa, amr)) => (after, mfa, amr),
+                None => {
+                    let events = failure_events_for(LoginFailure::MfaFailed, user, guard, &after, now);
+                    return ReauthDecision::Refused { guard: after, mfa: mfa.clone(), events };
+                }
+            }
+        }
+    };
+    let Some(session) = live.iter().find(|s| s.id == current) else {
+        return ReauthDecision::SessionEnded { guard, mfa };
+    };
+    let Some(family) = session.family.reauthenticated(now, device, proved, sessions) else {
+        return ReauthDecision::SessionEnded { guard, mfa };
+    };
+    let second_factor = proved != Amr::PASSWORD;
+    let events = vec![Event::Reauthenticated { user, session: current, second_factor }];
+    ReauthDecision::Reauthenticated { guard, mfa, current: (current, family), events }
 }
 
 /// A password change the caller asked for, its current password verified under `permit`.
@@ -546,5 +788,145 @@ mod tests {
         let email = Email::parse("a@example.com").unwrap();
         assert!(matches!(register(None, UserId([1; 16]), &email, "$h", T0), RegisterDecision::Create { .. }));
         assert_eq!(register(Some(UserId([2; 16])), UserId([1; 16]), &email, "$h", T0), RegisterDecision::Taken);
+    }
+}
+
+#[cfg(test)]
+mod second_factor_tests {
+    use totp_rs::{Algorithm, Builder};
+
+    use super::*;
+    use crate::domain::Sealed;
+    use crate::domain::mfa::DIGITS;
+
+    const T0: Millis = Millis(1_700_000_000_000);
+    const SECRET: &[u8] = b"12345678901234567890";
+    const PHONE: DeviceHash = DeviceHash([1; 16]);
+
+    fn code(at: Millis) -> String {
+        let totp =
+            Builder::new().with_algorithm(Algorithm::SHA1).with_digits(DIGITS as u8).with_secret(SECRET.to_vec());
+        totp.build_noncompliant().generate(at.as_secs()).to_string()
+    }
+
+    fn identity() -> Identity {
+        Identity::new(UserId([1; 16]), Email::parse("a@example.com").unwrap(), "$argon2id$h".into(), Millis(1))
+    }
+
+    fn enrolled() -> Mfa {
+        let pending = Mfa::default().begin_enrolment([7; 16], Sealed { nonce: [0; 24], bytes: vec![] }, T0).unwrap();
+        pending.confirm(UserId([1; 16]), SECRET, &code(T0), vec![[9; 32]], T0).unwrap().0
+    }
+
+    fn new_session() -> NewSession {
+        let opening = Opening {
+            user: UserId([1; 16]),
+            salt: [2; 16],
+            device: PHONE,
+            ip_prefix: None,
+            amr: Amr::PASSWORD,
+            auth_time: T0,
+            device_label: "phone".into(),
+        };
+        NewSession { id: FamilyId([9; 16]), opening }
+    }
+
+    fn permitted(guard: &LoginGuard, now: Millis) -> (LoginGuard, u64) {
+        match guard.request_permit(now, &LockoutPolicy::default()) {
+            PermitVerdict::Granted { guard, permit } => (guard, permit),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_right_password_opens_a_challenge_and_keeps_the_failures() {
+        let (guard, permit) = permitted(&LoginGuard { failures: 3, ..LoginGuard::default() }, T0);
+        let lockout = LockoutPolicy::default();
+        let verified = Verified { permit, credential_version: 1 };
+        let decision = challenge(&identity(), &guard, verified, &enrolled(), [5; 32], T0, &lockout);
+        let ChallengeDecision::Challenged { guard, mfa } = decision else { panic!("{decision:?}") };
+        assert_eq!((guard.failures, guard.permits.len()), (3, 0), "settled, not reset");
+        assert!(mfa.find_challenge([5; 32], T0).is_some());
+    }
+
+    #[test]
+    fn a_wrong_code_is_a_failure_and_a_right_one_opens_an_aal2_session_once() {
+        let mfa = enrolled().challenge([5; 32], 1, T0);
+        let (lockout, cap, sessions) = (LockoutPolicy::default(), SessionCap::default(), SessionPolicy::default());
+        let policy = LoginPolicy { lockout: &lockout, cap: &cap, sessions: &sessions };
+        let later = Millis(T0.0 + 30_000);
+        let wrong = Proof::Code(if code(later) == "000000" { "000001".into() } else { "000000".into() });
+        let presented = Presented { digest: [5; 32], secret: SECRET, proof: &wrong };
+        let decision =
+            pass_second_factor(&identity(), &LoginGuard::default(), &mfa, presented, &[], new_session(), later, policy);
+        let SecondFactorDecision::Wrong { guard, mfa, events } = decision else { panic!("{decision:?}") };
+        assert_eq!(guard.failures, 1);
+        assert_eq!(
+            events[0],
+            Event::LoginFailed {
+                user: Some(UserId([1; 16])),
+                email: None,
+                reason: LoginFailure::MfaFailed,
+                attempts: 1
+            }
+        );
+        let too_soon = pass_second_factor(&identity(), &guard, &mfa, presented, &[], new_session(), later, policy);
+        assert!(matches!(too_soon, SecondFactorDecision::Wait { .. }), "a code guess waits like a password guess");
+
+        let after_delay = Millis(later.0 + 1_000);
+        let right = Proof::Code(code(later));
+        let presented = Presented { digest: [5; 32], secret: SECRET, proof: &right };
+        let decision =
+            pass_second_factor(&identity(), &guard, &mfa, presented, &[], new_session(), after_delay, policy);
+        let SecondFactorDecision::Opened { guard, mfa, family, .. } = decision else { panic!("{decision:?}") };
+        assert_eq!((guard.failures, family.amr), (0, Amr::PASSWORD.with(Amr::OTP)));
+        assert!(mfa.find_challenge([5; 32], after_delay).is_none(), "passed once");
+        let again = mfa.challenge([6; 32], 1, after_delay);
+        let presented = Presented { digest: [6; 32], secret: SECRET, proof: &right };
+        let replay =
+            pass_second_factor(&identity(), &guard, &again, presented, &[], new_session(), after_delay, policy);
+        assert!(matches!(replay, SecondFactorDecision::Wrong { .. }), "the step is used");
+    }
+
+    #[test]
+    fn re_authentication_renews_auth_time_and_adds_the_proved_factor() {
+        let sessions = SessionPolicy::default();
+        let family = Family::open(new_session().opening, T0, &sessions);
+        let live = [Live { id: FamilyId([9; 16]), family: &family }];
+        let later = Millis(T0.0 + 60_000);
+        let lockout = LockoutPolicy::default();
+        let mfa = enrolled();
+        let proof = Reproof::Code(code(later));
+        let decision = reauthenticate(
+            &identity(),
+            &LoginGuard::default(),
+            &mfa,
+            Some(SECRET),
+            &proof,
+            (FamilyId([9; 16]), PHONE),
+            &live,
+            later,
+            &lockout,
+            &sessions,
+        );
+        let ReauthDecision::Reauthenticated { current: (id, renewed), mfa: used, .. } = decision else {
+            panic!("{decision:?}")
+        };
+        assert_eq!((id, renewed.auth_time, renewed.amr), (FamilyId([9; 16]), later, Amr::PASSWORD.with(Amr::OTP)));
+        assert_eq!(renewed.generation.0, family.generation.0 + 1);
+        assert!(used.last_step > mfa.last_step);
+        let none = reauthenticate(
+            &identity(),
+            &LoginGuard::default(),
+            &Mfa::default(),
+            None,
+            &proof,
+            (FamilyId([9; 16]), PHONE),
+            &live,
+            later,
+            &lockout,
+            &sessions,
+        );
+        assert_eq!(none, ReauthDecision::NotEnrolled);
     }
 }

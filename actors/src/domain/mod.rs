@@ -13,6 +13,7 @@ pub mod ids;
 pub mod ip;
 pub mod keys;
 pub mod login;
+pub mod mfa;
 pub mod password;
 pub mod refresh_token;
 pub mod throttle;
@@ -32,9 +33,10 @@ pub use ids::{FamilyId, Generation, UserId};
 pub use ip::IpPrefix;
 pub use keys::{KeyPlan, KeyRecords};
 pub use login::{
-    ChangeDecision, Checked, Live, LoginDecision, LoginPolicy, NewSession, RefusalTally, RegisterDecision, Tallied,
-    Verified,
+    ChallengeDecision, ChangeDecision, Checked, Live, LoginDecision, LoginPolicy, NewSession, Presented,
+    ReauthDecision, RefusalTally, RegisterDecision, Reproof, SecondFactorDecision, Tallied, Verified,
 };
+pub use mfa::{FactorVerdict, Insufficient, Mfa, Proof, Sealed, StepUp};
 pub use password::{PasswordPolicy, PasswordRejection};
 pub use refresh_token::{Pepper, RefreshToken};
 pub use throttle::{SlidingWindow, WindowPolicy, WindowVerdict};

@@ -173,6 +173,7 @@ pub fn world_with(tune: impl FnOnce(&mut ActorContext)) -> World {
         cap: SessionCap::default(),
         throttle: ThrottlePolicy::default(),
         audit: AuditPolicy { cluster_pii_key: [9; 32], max_backlog: 100_000 },
+        factors: tessera_actors::factor_keys::FactorKeys::new([10; 32], [11; 32]),
     };
     tune(&mut cx);
     let cx = Arc::new(cx);
