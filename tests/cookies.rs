@@ -487,3 +487,32 @@ async fn changing_the_password_rotates_this_session_and_ends_the_others() {
     let _ = change;
     app.stop().await;
 }
+
+/// Step-up applies to cookie sessions as to bearer ones (RFC 9470's challenge and body), and
+/// re-authentication answers with new cookies for the same session.
+#[tokio::test]
+async fn a_stale_cookie_session_gets_the_step_up_challenge_and_re_authenticates() {
+    let app = spawn_with(|s| s.mfa.step_up_max_age_secs = 1).await;
+    assert_eq!(app.register("stepper@example.com", PASSWORD).await.status(), 201);
+    let mut browser = Browser::new(&app);
+    let (status, _, session) = browser.login("stepper@example.com").await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let change = json!({ "current_password": PASSWORD, "new_password": "a cookie user's new passphrase" });
+    let request = browser.request(reqwest::Method::POST, "/v1/password").header("x-csrf-token", browser.csrf());
+    let refused = browser.send(request.json(&change)).await;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_user_authentication"));
+    assert_eq!(refused.json::<Value>().await.unwrap()["max_age"], 1);
+
+    let request = browser.request(reqwest::Method::POST, "/v1/reauthenticate").header("x-csrf-token", browser.csrf());
+    let renewed = browser.send(request.json(&json!({ "password": PASSWORD }))).await;
+    assert_eq!(renewed.status(), 200);
+    assert!(!set_cookies(renewed.headers()).is_empty(), "new cookies");
+    let renewed: Value = renewed.json().await.unwrap();
+    assert_eq!(renewed["session_id"], session["session_id"]);
+    assert!(renewed.get("access_token").is_none(), "cookie sessions get no token in the body");
+    let request = browser.request(reqwest::Method::POST, "/v1/password").header("x-csrf-token", browser.csrf());
+    assert_eq!(browser.send(request.json(&change)).await.status(), 200);
+    app.stop().await;
+}

@@ -249,12 +249,11 @@ async fn a_stale_session_must_re_authenticate_for_a_password_change_rfc_9470() {
     assert_eq!(reauthenticated.status(), 200);
     let renewed: Value = reauthenticated.json().await.unwrap();
     assert_eq!(renewed["session_id"], session["session_id"], "the same session");
-    assert!(
-        generation_of(renewed["refresh_token"].as_str().unwrap())
-            > generation_of(session["refresh_token"].as_str().unwrap())
-    );
+    assert_eq!(renewed["refresh_token"], session["refresh_token"], "the refresh lineage is unchanged");
+    let refreshed: Value = app.refresh(session["refresh_token"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(claims_of(&refreshed)["auth_time"], claims_of(&renewed)["auth_time"], "a refresh keeps it");
     assert!(claims_of(&renewed)["auth_time"].as_u64() > claims_of(&session)["auth_time"].as_u64());
-    let changed = post_bearer(&app, "/v1/password", renewed["access_token"].as_str().unwrap(), change).await;
+    let changed = post_bearer(&app, "/v1/password", refreshed["access_token"].as_str().unwrap(), change).await;
     assert_eq!(changed.status(), 200);
     app.stop().await;
 }

@@ -16,7 +16,7 @@ use crate::commit::{Shell, Step};
 use crate::context::ActorContext;
 use crate::domain::login::{self, Presented};
 use crate::domain::{
-    Amr, DeviceHash, FamilyId, Generation, NewSession, Opening, PermitVerdict, Proof, ReauthDecision, Reproof, Sealed,
+    Amr, FamilyId, Generation, NewSession, Opening, PermitVerdict, Proof, ReauthDecision, Reproof, Sealed,
     SecondFactorDecision, UserId,
 };
 use crate::family_actor::grant;
@@ -306,7 +306,6 @@ impl Handler<PassSecondFactor> for IdentityActor {
 pub struct Reauthenticate {
     pub user: UserId,
     pub session: FamilyId,
-    pub device: DeviceHash,
     pub proof: Reproof,
     pub origin: Origin,
 }
@@ -335,11 +334,10 @@ impl Handler<Reauthenticate> for IdentityActor {
                     &account.mfa,
                     secret.as_deref(),
                     &msg.proof,
-                    (msg.session, msg.device),
+                    msg.session,
                     &views(&live),
                     now,
                     &cx.lockout,
-                    &cx.sessions,
                 );
                 Ok(match decision {
                     ReauthDecision::NoSuchPermit => Step::reply(ReauthOutcome::Refused),

@@ -366,9 +366,10 @@ pub struct ReauthRequest {
 
 /// Re-authenticate the caller's session (step-up).
 ///
-/// The session's `auth_time` becomes now and the proved factor joins its `amr`; it keeps its
-/// id and moves to a new generation, so the answer carries new tokens (in cookies for a cookie
-/// session). Guesses follow the same permit, delay and lockout rules as logins.
+/// The session's `auth_time` becomes now and the proved factor joins its `amr`; its id and
+/// refresh lineage stay (the refresh token in the answer is the one the client holds). The
+/// answer carries a new access token (in cookies for a cookie session). Guesses follow the
+/// same permit, delay and lockout rules as logins.
 #[utoipa::path(post, path = "/v1/reauthenticate", tag = "sessions", request_body = ReauthRequest,
     security(("bearer" = []), ("cookie" = [])),
     responses(
@@ -400,7 +401,7 @@ pub async fn reauthenticate(
         (None, Some(code)) => Reproof::Code(bounded_code(&code)?.to_string()),
         _ => return Err(ApiError::BadRequest("send exactly one of `password` and `code`".into())),
     };
-    let reauth = Reauthenticate { user: caller.user, session: caller.family, device: client.device, proof, origin };
+    let reauth = Reauthenticate { user: caller.user, session: caller.family, proof, origin };
     match state.gateway.call(reauth).await? {
         ReauthOutcome::Reauthenticated(grant) => {
             count!("tessera_reauthenticate_total", "outcome" => "success");

@@ -352,19 +352,11 @@ impl Family {
         self.is_live(now).then(|| self.advanced(now, device, policy))
     }
 
-    /// A new generation after the user proved themselves again (step-up): `auth_time` is now
-    /// and `amr` gains `proved`; the session id stays. `None` if the family is not live.
-    pub fn reauthenticated(
-        &self,
-        now: Millis,
-        device: DeviceHash,
-        proved: Amr,
-        policy: &SessionPolicy,
-    ) -> Option<Family> {
-        let mut next = self.reissued(now, device, policy)?;
-        next.auth_time = now;
-        next.amr = self.amr.with(proved);
-        Some(next)
+    /// The session after its user proved themselves again (step-up): `auth_time` is now and
+    /// `amr` gains `proved`. The refresh lineage is unchanged (same generation, so the refresh
+    /// token the client holds stays the current one). `None` if the family is not live.
+    pub fn reauthenticated(&self, now: Millis, proved: Amr) -> Option<Family> {
+        self.is_live(now).then(|| Family { auth_time: now, amr: self.amr.with(proved), last_seen: now, ..self.clone() })
     }
 
     /// Revokes the family for `reason`. Revocation is terminal: the first reason stays.

@@ -461,8 +461,8 @@ pub enum ReauthDecision {
 }
 
 /// Re-authenticates the session `current`: a password or a code, each a guess under a permit;
-/// then the session moves to a new generation with `auth_time` now and the proved factor added
-/// to its `amr` (NIST SP 800-63B: within a session, one factor re-authenticates).
+/// then the session's `auth_time` is now and the proved factor joins its `amr` (NIST SP
+/// 800-63B: within a session, one factor re-authenticates); its refresh lineage is unchanged.
 #[allow(clippy::too_many_arguments)]
 pub fn reauthenticate(
     identity: &Identity,
@@ -470,11 +470,10 @@ pub fn reauthenticate(
     mfa: &Mfa,
     secret: Option<&[u8]>,
     proof: &Reproof,
-    (current, device): (FamilyId, DeviceHash),
+    current: FamilyId,
     live: &[Live<'_>],
     now: Millis,
     lockout: &LockoutPolicy,
-    sessions: &SessionPolicy,
 ) -> ReauthDecision {
     let user = identity.user;
     let (guard, mfa, proved) = match proof {
@@ -514,7 +513,7 @@ pub fn reauthenticate(
     let Some(session) = live.iter().find(|s| s.id == current) else {
         return ReauthDecision::SessionEnded { guard, mfa };
     };
-    let Some(family) = session.family.reauthenticated(now, device, proved, sessions) else {
+    let Some(family) = session.family.reauthenticated(now, proved) else {
         return ReauthDecision::SessionEnded { guard, mfa };
     };
     let second_factor = proved != Amr::PASSWORD;
@@ -903,17 +902,16 @@ mod second_factor_tests {
             &mfa,
             Some(SECRET),
             &proof,
-            (FamilyId([9; 16]), PHONE),
+            FamilyId([9; 16]),
             &live,
             later,
             &lockout,
-            &sessions,
         );
         let ReauthDecision::Reauthenticated { current: (id, renewed), mfa: used, .. } = decision else {
             panic!("{decision:?}")
         };
         assert_eq!((id, renewed.auth_time, renewed.amr), (FamilyId([9; 16]), later, Amr::PASSWORD.with(Amr::OTP)));
-        assert_eq!(renewed.generation.0, family.generation.0 + 1);
+        assert_eq!(renewed.generation, family.generation, "the refresh lineage is unchanged");
         assert!(used.last_step > mfa.last_step);
         let none = reauthenticate(
             &identity(),
@@ -921,11 +919,10 @@ mod second_factor_tests {
             &Mfa::default(),
             None,
             &proof,
-            (FamilyId([9; 16]), PHONE),
+            FamilyId([9; 16]),
             &live,
             later,
             &lockout,
-            &sessions,
         );
         assert_eq!(none, ReauthDecision::NotEnrolled);
     }
