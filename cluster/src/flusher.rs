@@ -32,6 +32,8 @@ pub(crate) struct FlushState {
     pub last_flush: Option<Instant>,
     /// When the store last held everything this node had applied.
     pub caught_up_at: Instant,
+    /// On a follower: the watermark at `caught_up_at`.
+    pub followed_watermark: Version,
     pub reachable: bool,
     pub last_error: Option<String>,
 }
@@ -94,6 +96,7 @@ impl<V: StoreValue> Flusher<V> {
                 flushed,
                 last_flush: None,
                 caught_up_at: Instant::now(),
+                followed_watermark: flushed,
                 reachable: true,
                 last_error: None,
             }),
@@ -130,6 +133,7 @@ impl<V: StoreValue> Flusher<V> {
         let result = if leading {
             self.flush().await
         } else {
+            self.follow();
             self.store.ping().await.map(|()| Flushed::default()).map_err(FlushError::from)
         };
         {
@@ -148,6 +152,21 @@ impl<V: StoreValue> Flusher<V> {
             Err(e) => tracing::warn!(error = %e, "snapshot store flush failed; will retry"),
         }
         self.purge_log().await;
+    }
+
+    /// On a follower, which flushes nothing: the store is caught up with this replica when the
+    /// leader's compaction entries say it holds more than before, or when nothing waits for it
+    /// (no dirty key, no pending stream entry).
+    fn follow(&self) {
+        let (watermark, clean) = {
+            let state = self.sm.state.read();
+            (state.watermark(), state.dirty_keys() == 0 && state.stream_backlog() == 0)
+        };
+        let mut state = self.state.lock();
+        if clean || watermark > state.followed_watermark {
+            state.followed_watermark = watermark;
+            state.caught_up_at = Instant::now();
+        }
     }
 
     /// Writes everything applied so far to the store (no Raft write, so it also works without
