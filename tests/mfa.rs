@@ -324,3 +324,24 @@ async fn one_code_or_recovery_code_sent_twenty_times_at_once_over_three_nodes_op
         node.stop().await;
     }
 }
+
+/// Wrong codes count against the client network's failure window like wrong passwords, so
+/// guessing codes across many accounts from one network is throttled as credential stuffing is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_count_against_the_client_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = mfa_settings(dir.path());
+    settings.throttle.login_failures = 3;
+    let app = TestApp::spawn_with(dir, settings).await;
+    let access = app.session("network@example.com").await["access_token"].as_str().unwrap().to_string();
+    enrol(&app, &access).await;
+    let login: Value = app.login("network@example.com", PASSWORD).await.json().await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let wrong = app.post("/v1/login/mfa", json!({ "mfa_token": login["mfa_token"], "code": "000000" })).await;
+        assert_eq!(wrong.status(), 401);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(app.login("network@example.com", PASSWORD).await.status(), 429, "the network is throttled");
+    app.stop().await;
+}

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Origin;
+use crate::client_actor::record_network_failure;
 use crate::commit::{Shell, Step};
 use crate::context::ActorContext;
 use crate::domain::login::{self, Presented};
@@ -225,8 +226,14 @@ pub struct PassSecondFactor {
 impl Operation for PassSecondFactor {
     type Reply = SecondFactorOutcome;
 
+    /// A wrong code also counts against the client network, like a wrong password.
     async fn run(self, domain: &Domain) -> Result<SecondFactorOutcome, ActorError> {
-        to_identity!(domain, self.user, self, SecondFactorOutcome::NoChallenge)
+        let ip = self.client.ip;
+        let outcome = to_identity!(domain, self.user, self, SecondFactorOutcome::NoChallenge)?;
+        if outcome == SecondFactorOutcome::Refused {
+            record_network_failure(domain, ip).await?;
+        }
+        Ok(outcome)
     }
 }
 
