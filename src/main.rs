@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
+            tessera::startup::restrict_new_files();
             telemetry::init(&settings.log, settings.log_format);
             match Node::start(settings).and_then(Node::run_until_signalled) {
                 Ok(()) => ExitCode::SUCCESS,

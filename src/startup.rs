@@ -82,8 +82,7 @@ impl Node {
         if !problems.is_empty() {
             anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
         }
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+        prepare_data_dir(&settings.data_dir, settings.profile)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let entropy: Arc<dyn Entropy> = Arc::new(SystemEntropy);
         let secrets = secrets::resolve(&settings, &*entropy)?;
@@ -584,6 +583,49 @@ async fn sweep_families(cluster: ClusterNode<Record>, mut sweeper: Sweeper, mut 
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The data directory holds password hashes, session salts and sealed keys: only its owner may
+/// enter it. A new one is created `0700`; an existing one open to others is refused in the
+/// prod profile and tightened (with a warning) in the dev profile.
+fn prepare_data_dir(dir: &std::path::Path, profile: Profile) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data directory {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    match profile {
+        Profile::Prod => anyhow::bail!(
+            "the data directory {} is open to other users (mode {mode:o}); `chmod 700` it before starting",
+            dir.display()
+        ),
+        Profile::Dev => {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "data directory open to other users: set to 700");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot restrict data directory {}", dir.display()))
+        }
+    }
+}
+
+/// Files this process creates (Raft log, snapshots, SQLite store, secrets) are its owner's
+/// only, whatever the umask it was started with.
+pub fn restrict_new_files() {
+    // SAFETY: umask only sets the process's file-mode creation mask; it cannot fail and
+    // touches no memory.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

@@ -196,3 +196,59 @@ async fn sigterm_stops_gracefully_and_the_node_restarts_from_its_own_disk() {
     }
     assert_eq!(std::fs::read_to_string(data.join("secrets.toml")).unwrap(), secrets, "dev secrets are generated once");
 }
+
+/// Under a permissive umask (022) the data directory is created 0700 and every file the node
+/// writes (Raft log, snapshots, SQLite store, dev secrets) is its owner's only; in the prod
+/// profile a data directory open to others is refused.
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    fn modes(dir: &std::path::Path, found: &mut Vec<(std::path::PathBuf, u32)>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            found.push((path.clone(), entry.metadata().unwrap().permissions().mode() & 0o777));
+            if path.is_dir() {
+                modes(&path, found);
+            }
+        }
+    }
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut node = ChildNode::spawn(data.clone(), |command| {
+        command.arg("serve");
+    });
+    node.wait_ready(&client).await;
+    let registered = client
+        .post(node.url("/v1/users"))
+        .json(&serde_json::json!({ "email": "modes@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await; // a flush to SQLite
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    let mut found = Vec::new();
+    modes(&data, &mut found);
+    assert!(found.len() >= 3, "{found:?}");
+    for (path, mode) in &found {
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    }
+    node.kill9();
+
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = tessera_command(&open, free_addr(), free_addr())
+        .arg("serve")
+        .env("TESSERA_PROFILE", "prod")
+        .env("TESSERA_CLUSTER_SECRET", "a-cluster-secret-of-at-least-32-bytes-0123")
+        .env("TESSERA_REFRESH_PEPPER", "a-refresh-pepper-of-at-least-32-bytes-0123")
+        .env("TESSERA_KEY_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
+        .env("TESSERA_ADMIN_TOKEN", "an-admin-token-of-sufficient-length-0123456")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("open to other users"), "{stderr}");
+}
