@@ -160,6 +160,33 @@ impl Shell for IdentityActor {
     }
 }
 
+/// Sends `message` to `user`'s identity actor on this leader; `absent` if there is no such
+/// account.
+pub(crate) async fn to_identity<M, R>(domain: &Domain, user: UserId, message: M, absent: R) -> Result<R, ActorError>
+where
+    M: Message<Result = Result<R, ActorError>> + Send + 'static,
+    R: Send + 'static,
+    IdentityActor: Handler<M>,
+{
+    match domain.registry().identity(user).await? {
+        Some(actor) => actor.send(message).await?,
+        None => Ok(absent),
+    }
+}
+
+/// Where a session opened by a verified password starts (a second factor adds to `amr`).
+pub(crate) fn password_opening(user: UserId, salt: [u8; 16], client: &ClientContext, now: Millis) -> Opening {
+    Opening {
+        user,
+        salt,
+        device: client.device,
+        ip_prefix: client.ip,
+        amr: Amr::PASSWORD,
+        auth_time: now,
+        device_label: client.label.clone(),
+    }
+}
+
 /// The edge's answer to a refused permit (the same for accounts and unknown addresses).
 pub(crate) fn wait(refused: &PermitVerdict, now: Millis, cx: &ActorContext) -> LoginStart {
     LoginStart::Wait { retry_after_secs: refused.retry_after_secs(now, &cx.lockout) }
@@ -304,15 +331,7 @@ impl Handler<OpenSession> for IdentityActor {
                     });
                 }
                 let (live, stale) = live_families(&*cx.replicator, account.user, now)?;
-                let opening = Opening {
-                    user: account.user,
-                    salt,
-                    device: msg.client.device,
-                    ip_prefix: msg.client.ip,
-                    amr: Amr::PASSWORD,
-                    auth_time: now,
-                    device_label: msg.client.label.clone(),
-                };
+                let opening = password_opening(account.user, salt, &msg.client, now);
                 let policy = LoginPolicy { lockout: &cx.lockout, cap: &cx.cap, sessions: &cx.sessions };
                 let new = NewSession { id, opening };
                 let decision =
@@ -394,10 +413,7 @@ impl Operation for ChangePassword {
     type Reply = PasswordOutcome;
 
     async fn run(self, domain: &Domain) -> Result<PasswordOutcome, ActorError> {
-        match domain.registry().identity(self.user).await? {
-            Some(actor) => actor.send(self).await?,
-            None => Ok(PasswordOutcome::SessionEnded),
-        }
+        to_identity(domain, self.user, self, PasswordOutcome::SessionEnded).await
     }
 }
 

@@ -17,47 +17,31 @@ use crate::commit::{Shell, Step};
 use crate::context::ActorContext;
 use crate::domain::login::{self, Presented};
 use crate::domain::{
-    Amr, FamilyId, Generation, NewSession, Opening, PermitVerdict, Proof, ReauthDecision, Reproof, Sealed,
-    SecondFactorDecision, UserId,
+    FamilyId, Generation, NewSession, PermitVerdict, Proof, ReauthDecision, Reproof, Sealed, SecondFactorDecision,
+    UserId,
 };
 use crate::family_actor::grant;
-use crate::identity_actor::{Account, IdentityActor, gone, opened, rewrite, views, wait};
+use crate::identity_actor::{Account, IdentityActor, gone, opened, password_opening, rewrite, to_identity, views};
 use crate::operation::Operation;
 use crate::ports::{Write, random};
 use crate::protocol::{
-    ActorError, ClientContext, ConfirmOutcome, EnrolOutcome, LoginStart, MfaChange, ReauthOutcome, SecondFactorOutcome,
+    ActorError, ClientContext, ConfirmOutcome, EnrolOutcome, MfaChange, ReauthOutcome, SecondFactorOutcome,
 };
 use crate::queries::live_families;
 use crate::refusals::refuse;
 use crate::service::Domain;
 
-/// The enrolled factor's secret, opened with the cluster's factor key.
+/// A factor's secret, opened with the cluster's factor key; one that does not open means the
+/// replica or the key-encryption key is wrong.
+fn open_secret(cx: &ActorContext, user: UserId, factor: [u8; 16], sealed: &Sealed) -> Result<Vec<u8>, ActorError> {
+    cx.factors
+        .open(user, factor, sealed)
+        .ok_or_else(|| ActorError::Corrupt(format!("mfa/{user}: a secret does not open")))
+}
+
+/// The enrolled factor's secret, if there is one.
 fn enrolled_secret(cx: &ActorContext, account: &Account) -> Result<Option<Vec<u8>>, ActorError> {
-    match &account.mfa.totp {
-        None => Ok(None),
-        Some(totp) => cx
-            .factors
-            .open(account.user, totp.id, &totp.secret)
-            .map(Some)
-            .ok_or_else(|| ActorError::Corrupt(format!("mfa/{}: the secret does not open", account.user))),
-    }
-}
-
-fn retry_after(refused: &PermitVerdict, now: crate::domain::Millis, cx: &ActorContext) -> u64 {
-    match wait(refused, now, cx) {
-        LoginStart::Wait { retry_after_secs } => retry_after_secs,
-        LoginStart::Permit { .. } => 1,
-    }
-}
-
-/// Sends `message` to `user`'s identity actor; `absent` if there is no such account.
-macro_rules! to_identity {
-    ($domain:expr, $user:expr, $message:expr, $absent:expr) => {
-        match $domain.registry().identity($user).await? {
-            Some(actor) => actor.send($message).await?,
-            None => Ok($absent),
-        }
-    };
+    account.mfa.totp.as_ref().map(|totp| open_secret(cx, account.user, totp.id, &totp.secret)).transpose()
 }
 
 /// Operation (and message): start a TOTP enrolment with a secret the edge drew and sealed.
@@ -74,7 +58,7 @@ impl Operation for StartTotp {
     type Reply = EnrolOutcome;
 
     async fn run(self, domain: &Domain) -> Result<EnrolOutcome, ActorError> {
-        to_identity!(domain, self.user, self, EnrolOutcome::AlreadyEnrolled)
+        to_identity(domain, self.user, self, EnrolOutcome::AlreadyEnrolled).await
     }
 }
 
@@ -112,7 +96,7 @@ impl Operation for ConfirmTotp {
     type Reply = ConfirmOutcome;
 
     async fn run(self, domain: &Domain) -> Result<ConfirmOutcome, ActorError> {
-        to_identity!(domain, self.user, self, ConfirmOutcome::NoSuchEnrolment)
+        to_identity(domain, self.user, self, ConfirmOutcome::NoSuchEnrolment).await
     }
 }
 
@@ -127,9 +111,7 @@ impl Handler<ConfirmTotp> for IdentityActor {
                 let Some(pending) = account.mfa.pending(msg.factor, now) else {
                     return Ok(Step::reply(ConfirmOutcome::NoSuchEnrolment));
                 };
-                let secret = cx.factors.open(account.user, pending.id, &pending.secret).ok_or_else(|| {
-                    ActorError::Corrupt(format!("mfa/{}: the pending secret does not open", account.user))
-                })?;
+                let secret = open_secret(cx, account.user, pending.id, &pending.secret)?;
                 Ok(match account.mfa.confirm(account.user, &secret, &msg.code, msg.recovery.clone(), now) {
                     Some((mfa, events)) => {
                         Step::commit(account.with_mfa(mfa), ConfirmOutcome::Confirmed).events(events)
@@ -155,7 +137,7 @@ impl Operation for RegenerateRecoveryCodes {
     type Reply = MfaChange;
 
     async fn run(self, domain: &Domain) -> Result<MfaChange, ActorError> {
-        to_identity!(domain, self.user, self, MfaChange::NotEnrolled)
+        to_identity(domain, self.user, self, MfaChange::NotEnrolled).await
     }
 }
 
@@ -189,7 +171,7 @@ impl Operation for DisableTotp {
     type Reply = MfaChange;
 
     async fn run(self, domain: &Domain) -> Result<MfaChange, ActorError> {
-        to_identity!(domain, self.user, self, MfaChange::NotEnrolled)
+        to_identity(domain, self.user, self, MfaChange::NotEnrolled).await
     }
 }
 
@@ -229,7 +211,7 @@ impl Operation for PassSecondFactor {
     /// A wrong code also counts against the client network, like a wrong password.
     async fn run(self, domain: &Domain) -> Result<SecondFactorOutcome, ActorError> {
         let ip = self.client.ip;
-        let outcome = to_identity!(domain, self.user, self, SecondFactorOutcome::NoChallenge)?;
+        let outcome = to_identity(domain, self.user, self, SecondFactorOutcome::NoChallenge).await?;
         if outcome == SecondFactorOutcome::Refused {
             record_network_failure(domain, ip).await?;
         }
@@ -248,7 +230,7 @@ impl Handler<PassSecondFactor> for IdentityActor {
             && let refused @ (PermitVerdict::Throttled { .. } | PermitVerdict::Locked { .. }) =
                 self.account.guard.request_permit(now, &self.cx.lockout)
         {
-            let reply = SecondFactorOutcome::Wait { retry_after_secs: retry_after(&refused, now, &self.cx) };
+            let reply = SecondFactorOutcome::Wait { retry_after_secs: refused.retry_after_secs(now, &self.cx.lockout) };
             let event = login::refusal_event(Some(user), None, &refused).expect("a refusal has an event");
             return refuse(self, ctx, event, msg.origin, now, reply);
         }
@@ -260,15 +242,7 @@ impl Handler<PassSecondFactor> for IdentityActor {
                     return Ok(Step::reply(SecondFactorOutcome::NoChallenge));
                 };
                 let (live, stale) = live_families(&*cx.replicator, account.user, now)?;
-                let opening = Opening {
-                    user: account.user,
-                    salt,
-                    device: msg.client.device,
-                    ip_prefix: msg.client.ip,
-                    amr: Amr::PASSWORD,
-                    auth_time: now,
-                    device_label: msg.client.label.clone(),
-                };
+                let opening = password_opening(account.user, salt, &msg.client, now);
                 let presented = Presented { digest: msg.digest, secret: &secret, proof: &msg.proof };
                 let policy = login::LoginPolicy { lockout: &cx.lockout, cap: &cx.cap, sessions: &cx.sessions };
                 let decision = login::pass_second_factor(
@@ -284,9 +258,9 @@ impl Handler<PassSecondFactor> for IdentityActor {
                 let unindexed = stale.into_iter().fold(Write::default(), Write::delete);
                 Ok(match decision {
                     SecondFactorDecision::NoChallenge => Step::reply(SecondFactorOutcome::NoChallenge),
-                    SecondFactorDecision::Wait { refused } => {
-                        Step::reply(SecondFactorOutcome::Wait { retry_after_secs: retry_after(&refused, now, cx) })
-                    }
+                    SecondFactorDecision::Wait { refused } => Step::reply(SecondFactorOutcome::Wait {
+                        retry_after_secs: refused.retry_after_secs(now, &cx.lockout),
+                    }),
                     SecondFactorDecision::Wrong { guard, mfa, events }
                     | SecondFactorDecision::Refused { guard, mfa, events } => {
                         Step::commit(account.with(guard, mfa), SecondFactorOutcome::Refused).events(events)
@@ -321,7 +295,7 @@ impl Operation for Reauthenticate {
     type Reply = ReauthOutcome;
 
     async fn run(self, domain: &Domain) -> Result<ReauthOutcome, ActorError> {
-        to_identity!(domain, self.user, self, ReauthOutcome::SessionEnded)
+        to_identity(domain, self.user, self, ReauthOutcome::SessionEnded).await
     }
 }
 
@@ -349,9 +323,9 @@ impl Handler<Reauthenticate> for IdentityActor {
                 Ok(match decision {
                     ReauthDecision::NoSuchPermit => Step::reply(ReauthOutcome::Refused),
                     ReauthDecision::NotEnrolled => Step::reply(ReauthOutcome::NotEnrolled),
-                    ReauthDecision::Wait { refused } => {
-                        Step::reply(ReauthOutcome::Wait { retry_after_secs: retry_after(&refused, now, cx) })
-                    }
+                    ReauthDecision::Wait { refused } => Step::reply(ReauthOutcome::Wait {
+                        retry_after_secs: refused.retry_after_secs(now, &cx.lockout),
+                    }),
                     ReauthDecision::Refused { guard, mfa, events } => {
                         Step::commit(account.with(guard, mfa), ReauthOutcome::Refused).events(events)
                     }

@@ -160,7 +160,7 @@ impl<V: StoreValue> Flusher<V> {
     fn follow(&self) {
         let (watermark, clean) = {
             let state = self.sm.state.read();
-            (state.watermark(), state.dirty_keys() == 0 && state.stream_backlog() == 0)
+            (state.watermark(), state.nothing_to_flush())
         };
         let mut state = self.state.lock();
         if clean || watermark > state.followed_watermark {

@@ -194,6 +194,11 @@ impl KvState {
         self.streams.values().map(|s| s.pending.len()).sum()
     }
 
+    /// Whether nothing waits for the durable store: no dirty key and no pending stream entry.
+    pub fn nothing_to_flush(&self) -> bool {
+        self.dirty.is_empty() && self.stream_backlog() == 0
+    }
+
     /// Whether a compaction up to `upto` would drop anything: a tombstone or a stream entry at or
     /// below it.
     pub fn compactable(&self, upto: Version) -> bool {

@@ -447,14 +447,14 @@ impl<V: StoreValue> ClusterNode<V> {
     /// A point-in-time description of this node for operators.
     pub fn status(&self) -> ClusterStatus {
         let metrics = self.inner.raft.metrics().borrow().clone();
-        let (live, tombstones, dirty, backlog, watermark, membership) = {
+        let (live, tombstones, dirty, clean, watermark, membership) = {
             let state = self.inner.sm.state.read();
             let membership = state.membership().clone();
             (
                 state.live_keys(),
                 state.tombstones(),
                 state.dirty_keys(),
-                state.stream_backlog(),
+                state.nothing_to_flush(),
                 state.watermark(),
                 membership,
             )
@@ -464,7 +464,7 @@ impl<V: StoreValue> ClusterNode<V> {
         let held = flush.flushed.max(watermark);
         // With no dirty key and no pending stream entry the store holds everything that
         // matters, whatever entries (compactions, on a follower) came after its watermark.
-        let lag_entries = if dirty == 0 && backlog == 0 { 0 } else { applied.saturating_sub(held) };
+        let lag_entries = if clean { 0 } else { applied.saturating_sub(held) };
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
         let last_log = metrics.last_log_index.unwrap_or(0);
         let members = membership

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tessera_actors::address_actor::Register;
 use tessera_actors::audit::Actor;
 use tessera_actors::client_actor::AdmitRegistration;
+use tessera_actors::domain::StepUpLevel;
 use tessera_actors::domain::{Email, RefreshToken, UserId, Verified, password};
 use tessera_actors::family_actor::{Logout, LogoutAll, LogoutOthers, Refresh};
 use tessera_actors::identity_actor::{BeginLogin, CompleteLogin, Unlock};
@@ -23,8 +24,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, Problem, Unavailable};
 use crate::http::admin::require_admin;
-use crate::http::caller::{Via, authenticate, require_csrf};
-use crate::http::mfa::{StepUpLevel, require_step_up};
+use crate::http::caller::{Via, authenticate, authenticate_change, require_csrf};
+use crate::http::mfa::require_step_up;
 use crate::http::session::{
     CookieSession, TokenResponse, Transport, check_cookie_origin, check_guess, clear_cookies, no_store, tokens,
 };
@@ -303,8 +304,7 @@ pub async fn logout(
         Some(_) => return Err(ApiError::BadRequest("scope must be `current`, `others` or `all`".into())),
     };
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now).await?;
-    require_csrf(&req, &state, caller.family, caller.via, now)?;
+    let caller = authenticate_change(&req, &state, now).await?;
     let origin = state.clients.origin(&req, Actor::Subject);
     match scope {
         "all" => {

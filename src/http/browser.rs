@@ -6,16 +6,17 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tessera_actors::audit::Actor;
 use tessera_actors::domain::FamilyId;
+use tessera_actors::domain::StepUpLevel;
 use tessera_actors::family_actor::Logout;
 use tessera_actors::identity_actor::ChangePassword;
 use tessera_actors::protocol::{LogoutOutcome, PasswordOutcome};
-use tessera_actors::queries::{self, live_families};
+use tessera_actors::queries::live_families;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, Problem};
-use crate::http::caller::{Via, authenticate, require_csrf};
-use crate::http::mfa::{StepUpLevel, require_step_up};
-use crate::http::session::{TokenResponse, Transport, check_own_password, clear_cookies, tokens};
+use crate::http::caller::{Via, authenticate, authenticate_change, own_email};
+use crate::http::mfa::require_step_up;
+use crate::http::session::{TokenResponse, check_own_password, clear_cookies, tokens};
 use crate::http::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -95,8 +96,7 @@ pub async fn revoke_session(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now).await?;
-    require_csrf(&req, &state, caller.family, caller.via, now)?;
+    let caller = authenticate_change(&req, &state, now).await?;
     let target = FamilyId::parse(&path).ok_or(ApiError::NotFound)?;
     match state
         .gateway
@@ -142,14 +142,10 @@ pub async fn change_password(
     body: web::Json<PasswordChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = authenticate(&req, &state, now).await?;
-    require_csrf(&req, &state, caller.family, caller.via, now)?;
+    let caller = authenticate_change(&req, &state, now).await?;
     require_step_up(&state, &caller, StepUpLevel::AsEnrolled, now)?;
     let PasswordChangeRequest { current_password, new_password, revoke_other_sessions } = body.into_inner();
-    let email = match queries::identity(&*state.replica, caller.user)? {
-        Some(identity) => identity.email,
-        None => return Err(ApiError::InvalidToken("the session has ended")),
-    };
+    let email = own_email(&state, caller.user)?;
     state.password_policy.check(&new_password, &email).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = state.clients.client(&req);
     let origin = state.clients.origin(&req, Actor::Subject);
@@ -168,10 +164,7 @@ pub async fn change_password(
         origin,
     };
     match state.gateway.call(change).await? {
-        PasswordOutcome::Changed(grant) => {
-            let transport = if caller.via == Via::Cookie { Transport::Cookie } else { Transport::Body };
-            tokens(&state, &req, &grant, transport)
-        }
+        PasswordOutcome::Changed(grant) => tokens(&state, &req, &grant, caller.via.into()),
         PasswordOutcome::Rejected => Err(ApiError::InvalidGrant("the current password is wrong")),
         PasswordOutcome::SessionEnded => Err(ApiError::InvalidToken("the session has ended")),
     }

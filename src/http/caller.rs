@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
-use tessera_actors::domain::{FamilyId, Millis, UserId};
-use tessera_actors::queries::{SessionAccess, session_access};
+use tessera_actors::domain::{Email, FamilyId, Millis, UserId};
+use tessera_actors::queries::{self, SessionAccess, session_access};
 
 use crate::error::{ApiError, Unavailable};
 use crate::http::client::bearer;
@@ -74,6 +74,22 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState, now: Millis) -> R
             Err(ApiError::InvalidToken("the session is bound to another device"))
         }
         SessionAccess::Ended | SessionAccess::Behind => Err(ApiError::InvalidToken("the session has ended")),
+    }
+}
+
+/// [`authenticate`] for a request that changes something: a cookie-authenticated one must
+/// also pass [`require_csrf`].
+pub async fn authenticate_change(req: &HttpRequest, state: &AppState, now: Millis) -> Result<Authenticated, ApiError> {
+    let caller = authenticate(req, state, now).await?;
+    require_csrf(req, state, caller.family, caller.via, now)?;
+    Ok(caller)
+}
+
+/// The signed-in user's email address (the session has ended if the account is gone).
+pub fn own_email(state: &AppState, user: UserId) -> Result<Email, ApiError> {
+    match queries::identity(&*state.replica, user)? {
+        Some(identity) => Ok(identity.email),
+        None => Err(ApiError::InvalidToken("the session has ended")),
     }
 }
 

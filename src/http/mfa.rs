@@ -10,7 +10,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use tessera_actors::audit::Actor;
 use tessera_actors::domain::mfa::{DIGITS, ENROLMENT_TTL, RECOVERY_CODES, STEP_SECS};
-use tessera_actors::domain::{Email, Insufficient, Millis, Proof, Reproof, UserId};
+use tessera_actors::domain::{Insufficient, Millis, Proof, Reproof, StepUpLevel, UserId};
 use tessera_actors::factor_keys::{parse_challenge_token, recovery_code};
 use tessera_actors::identity_mfa::{
     ConfirmTotp, DisableTotp, PassSecondFactor, Reauthenticate, RegenerateRecoveryCodes, StartTotp,
@@ -21,7 +21,7 @@ use tessera_actors::queries;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, Problem};
-use crate::http::caller::{Authenticated, Via, authenticate, require_csrf};
+use crate::http::caller::{Authenticated, authenticate, authenticate_change, own_email};
 use crate::http::session::{TokenResponse, Transport, check_cookie_origin, check_own_password, no_store, tokens};
 use crate::http::state::AppState;
 use crate::metrics::count;
@@ -31,17 +31,6 @@ const MAX_CODE_LEN: usize = 32;
 /// Longest `mfa_token` (`{user}.{43 characters}`).
 const MAX_MFA_TOKEN_LEN: usize = 128;
 
-/// What a sensitive operation demands of the session besides freshness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepUpLevel {
-    /// Two factors if the account has a second factor (password change, logging out others).
-    AsEnrolled,
-    /// Two factors (changes to the second factor itself).
-    TwoFactors,
-    /// Freshness only (enrolling the first factor).
-    Fresh,
-}
-
 /// Refuses a session authenticated too long ago, or with one factor where two are needed,
 /// with RFC 9470's `insufficient_user_authentication`.
 pub fn require_step_up(
@@ -50,14 +39,11 @@ pub fn require_step_up(
     level: StepUpLevel,
     now: Millis,
 ) -> Result<(), ApiError> {
-    let two_factors = match level {
-        StepUpLevel::TwoFactors => true,
-        StepUpLevel::Fresh => false,
-        StepUpLevel::AsEnrolled => queries::mfa(&*state.replica, caller.user)?.1.enrolled(),
-    };
+    // Only a level that depends on it reads the account's second factor.
+    let enrolled = level == StepUpLevel::AsEnrolled && queries::mfa(&*state.replica, caller.user)?.1.enrolled();
     let claims = &caller.token.claims;
     let auth_time = Millis(claims.auth_time.saturating_mul(1000));
-    state.step_up.demand(auth_time, claims.methods(), two_factors, now).map_err(|why| {
+    state.step_up.demand(auth_time, claims.methods(), level, enrolled, now).map_err(|why| {
         match why {
             Insufficient::Stale => count!("tessera_step_up_required_total", "reason" => "stale"),
             Insufficient::NeedsSecondFactor => count!("tessera_step_up_required_total", "reason" => "second_factor"),
@@ -67,20 +53,6 @@ pub fn require_step_up(
             second_factor: why == Insufficient::NeedsSecondFactor,
         }
     })
-}
-
-/// A signed-in caller about to change something: authenticated, CSRF-checked for cookies.
-async fn signed_in(req: &HttpRequest, state: &AppState, now: Millis) -> Result<Authenticated, ApiError> {
-    let caller = authenticate(req, state, now).await?;
-    require_csrf(req, state, caller.family, caller.via, now)?;
-    Ok(caller)
-}
-
-fn email_of(state: &AppState, user: UserId) -> Result<Email, ApiError> {
-    match queries::identity(&*state.replica, user)? {
-        Some(identity) => Ok(identity.email),
-        None => Err(ApiError::InvalidToken("the session has ended")),
-    }
 }
 
 fn bounded_code(code: &str) -> Result<&str, ApiError> {
@@ -148,9 +120,9 @@ pub struct Enrolment {
     ))]
 pub async fn enrol(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = signed_in(&req, &state, now).await?;
+    let caller = authenticate_change(&req, &state, now).await?;
     require_step_up(&state, &caller, StepUpLevel::Fresh, now)?;
-    let email = email_of(&state, caller.user)?;
+    let email = own_email(&state, caller.user)?;
     let secret: [u8; 20] = random(&*state.entropy);
     let factor: [u8; 16] = random(&*state.entropy);
     let sealed = state.factors.seal(caller.user, factor, &secret, random(&*state.entropy));
@@ -206,7 +178,7 @@ pub async fn confirm(
     body: web::Json<ConfirmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = signed_in(&req, &state, now).await?;
+    let caller = authenticate_change(&req, &state, now).await?;
     let factor: [u8; 16] = hex::decode(&body.factor_id)
         .ok()
         .and_then(|bytes| bytes.try_into().ok())
@@ -254,7 +226,7 @@ pub async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
     ))]
 pub async fn regenerate(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = signed_in(&req, &state, now).await?;
+    let caller = authenticate_change(&req, &state, now).await?;
     require_step_up(&state, &caller, StepUpLevel::TwoFactors, now)?;
     let (codes, recovery) = recovery_codes(&state, caller.user);
     let origin = state.clients.origin(&req, Actor::Subject);
@@ -275,7 +247,7 @@ pub async fn regenerate(state: web::Data<AppState>, req: HttpRequest) -> Result<
     ))]
 pub async fn disable(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = signed_in(&req, &state, now).await?;
+    let caller = authenticate_change(&req, &state, now).await?;
     require_step_up(&state, &caller, StepUpLevel::TwoFactors, now)?;
     let origin = state.clients.origin(&req, Actor::Subject);
     match state.gateway.call(DisableTotp { user: caller.user, origin }).await? {
@@ -386,13 +358,13 @@ pub async fn reauthenticate(
     body: web::Json<ReauthRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let caller = signed_in(&req, &state, now).await?;
+    let caller = authenticate_change(&req, &state, now).await?;
     let ReauthRequest { password, code } = body.into_inner();
     let client = state.clients.client(&req);
     let origin = state.clients.origin(&req, Actor::Subject);
     let proof = match (password, code) {
         (Some(password), None) => {
-            let email = email_of(&state, caller.user)?;
+            let email = own_email(&state, caller.user)?;
             match check_own_password(&state, caller.user, email, password, client.ip, &origin).await? {
                 Some(verified) => Reproof::Password(verified),
                 None => return Err(ApiError::InvalidGrant("the password is wrong")),
@@ -405,8 +377,7 @@ pub async fn reauthenticate(
     match state.gateway.call(reauth).await? {
         ReauthOutcome::Reauthenticated(grant) => {
             count!("tessera_reauthenticate_total", "outcome" => "success");
-            let transport = if caller.via == Via::Cookie { Transport::Cookie } else { Transport::Body };
-            tokens(&state, &req, &grant, transport)
+            tokens(&state, &req, &grant, caller.via.into())
         }
         ReauthOutcome::Refused => {
             count!("tessera_reauthenticate_total", "outcome" => "refused");

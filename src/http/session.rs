@@ -14,6 +14,7 @@ use tessera_actors::protocol::{LoginStart, LoginSubject, SessionGrant};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::http::caller::Via;
 use crate::http::cookies::Issued;
 use crate::http::csrf;
 use crate::http::state::AppState;
@@ -27,6 +28,16 @@ pub enum Transport {
     Body,
     /// In HttpOnly cookies; the body carries only session metadata and the CSRF token.
     Cookie,
+}
+
+impl From<Via> for Transport {
+    /// A session's new tokens travel the way the request authenticated.
+    fn from(via: Via) -> Transport {
+        match via {
+            Via::Cookie => Transport::Cookie,
+            Via::Bearer => Transport::Body,
+        }
+    }
 }
 
 /// A cookie session's metadata (the tokens are in cookies).

@@ -320,22 +320,27 @@ pub fn challenge(
     now: Millis,
     lockout: &LockoutPolicy,
 ) -> ChallengeDecision {
-    match identity.accept_login(verified.credential_version) {
-        LoginVerdict::Accepted => match guard.report(verified.permit, Attempt::Abandoned, now, lockout) {
-            ReportVerdict::NoSuchPermit => ChallengeDecision::NoSuchPermit,
-            ReportVerdict::Recorded { guard } => {
-                ChallengeDecision::Challenged { guard, mfa: mfa.challenge(digest, verified.credential_version, now) }
-            }
-        },
-        LoginVerdict::StaleCredential | LoginVerdict::Disabled => {
-            match check(identity, guard, verified, now, lockout) {
-                Checked::NoSuchPermit | Checked::Accepted { .. } => ChallengeDecision::NoSuchPermit,
-                Checked::Refused { guard: after } => {
-                    let events = failure_events(identity.user, guard, &after, now);
-                    ChallengeDecision::Refused { guard: after, events }
-                }
-            }
+    let attempt = match identity.accept_login(verified.credential_version) {
+        LoginVerdict::Accepted => Attempt::Abandoned,
+        LoginVerdict::StaleCredential | LoginVerdict::Disabled => Attempt::Failed,
+    };
+    match (guard.report(verified.permit, attempt, now, lockout), attempt) {
+        (ReportVerdict::NoSuchPermit, _) => ChallengeDecision::NoSuchPermit,
+        (ReportVerdict::Recorded { guard: after }, Attempt::Abandoned) => {
+            ChallengeDecision::Challenged { guard: after, mfa: mfa.challenge(digest, verified.credential_version, now) }
         }
+        (ReportVerdict::Recorded { guard: after }, Attempt::Failed | Attempt::Succeeded) => {
+            let events = failure_events(identity.user, guard, &after, now);
+            ChallengeDecision::Refused { guard: after, events }
+        }
+    }
+}
+
+/// Reports `attempt` under a permit granted in the same decision (so it cannot have expired).
+fn settle(permitted: &LoginGuard, permit: u64, attempt: Attempt, now: Millis, lockout: &LockoutPolicy) -> LoginGuard {
+    match permitted.report(permit, attempt, now, lockout) {
+        ReportVerdict::Recorded { guard } => guard,
+        ReportVerdict::NoSuchPermit => permitted.clone(),
     }
 }
 
@@ -401,10 +406,7 @@ pub fn pass_second_factor(
     let (used, amr, mut events) = match mfa.accept(user, presented.secret, presented.proof, now) {
         FactorVerdict::Accepted { mfa, amr, events } => (mfa.without_challenge(presented.digest, now), amr, events),
         FactorVerdict::Refused => {
-            let after = match permitted.report(permit, Attempt::Failed, now, policy.lockout) {
-                ReportVerdict::Recorded { guard } => guard,
-                ReportVerdict::NoSuchPermit => permitted.clone(),
-            };
+            let after = settle(&permitted, permit, Attempt::Failed, now, policy.lockout);
             let events = failure_events_for(LoginFailure::MfaFailed, user, guard, &after, now);
             return SecondFactorDecision::Wrong { guard: after, mfa: mfa.wrong_code(presented.digest, now), events };
         }
@@ -497,10 +499,7 @@ pub fn reauthenticate(
                 FactorVerdict::Accepted { mfa, amr, .. } => (Attempt::Succeeded, Some((mfa, amr))),
                 FactorVerdict::Refused => (Attempt::Failed, None),
             };
-            let after = match permitted.report(permit, attempt, now, lockout) {
-                ReportVerdict::Recorded { guard } => guard,
-                ReportVerdict::NoSuchPermit => permitted.clone(),
-            };
+            let after = settle(&permitted, permit, attempt, now, lockout);
             match accepted {
                 Some((mfa, amr)) => (after, mfa, amr),
                 None => {

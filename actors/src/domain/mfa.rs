@@ -280,6 +280,17 @@ impl Default for StepUp {
     }
 }
 
+/// What a sensitive operation demands of the session besides freshness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepUpLevel {
+    /// Two factors if the account has a second factor (password change, logging out others).
+    AsEnrolled,
+    /// Two factors (changes to the second factor itself).
+    TwoFactors,
+    /// Freshness only (enrolling the first factor).
+    Fresh,
+}
+
 /// Why a session may not do a sensitive operation now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Insufficient {
@@ -291,9 +302,20 @@ pub enum Insufficient {
 
 impl StepUp {
     /// Decides whether a session authenticated at `auth_time` with `amr` may do an operation
-    /// that needs two factors when `two_factors` (the account has MFA, or the operation is
-    /// about MFA itself).
-    pub fn demand(&self, auth_time: Millis, amr: Amr, two_factors: bool, now: Millis) -> Result<(), Insufficient> {
+    /// of `level` for an account that has a second factor when `enrolled`.
+    pub fn demand(
+        &self,
+        auth_time: Millis,
+        amr: Amr,
+        level: StepUpLevel,
+        enrolled: bool,
+        now: Millis,
+    ) -> Result<(), Insufficient> {
+        let two_factors = match level {
+            StepUpLevel::TwoFactors => true,
+            StepUpLevel::AsEnrolled => enrolled,
+            StepUpLevel::Fresh => false,
+        };
         if two_factors && !amr.is_multi_factor() {
             Err(Insufficient::NeedsSecondFactor)
         } else if now.since(auth_time) > self.max_age {
@@ -430,10 +452,14 @@ mod tests {
         let policy = StepUp { max_age: Duration::from_secs(300) };
         let t = Millis(1_000_000);
         let later = t.saturating_add(Duration::from_secs(301));
-        assert_eq!(policy.demand(t, Amr::PASSWORD, false, t), Ok(()));
-        assert_eq!(policy.demand(t, Amr::PASSWORD, false, later), Err(Insufficient::Stale));
-        assert_eq!(policy.demand(t, Amr::PASSWORD, true, t), Err(Insufficient::NeedsSecondFactor));
-        assert_eq!(policy.demand(t, Amr::PASSWORD.with(Amr::OTP), true, t), Ok(()));
-        assert_eq!(policy.demand(t, Amr::PASSWORD.with(Amr::RECOVERY_CODE), true, later), Err(Insufficient::Stale));
+        let (pwd, two) = (Amr::PASSWORD, Amr::PASSWORD.with(Amr::OTP));
+        assert_eq!(policy.demand(t, pwd, StepUpLevel::AsEnrolled, false, t), Ok(()));
+        assert_eq!(policy.demand(t, pwd, StepUpLevel::AsEnrolled, false, later), Err(Insufficient::Stale));
+        assert_eq!(policy.demand(t, pwd, StepUpLevel::AsEnrolled, true, t), Err(Insufficient::NeedsSecondFactor));
+        assert_eq!(policy.demand(t, pwd, StepUpLevel::TwoFactors, false, t), Err(Insufficient::NeedsSecondFactor));
+        assert_eq!(policy.demand(t, pwd, StepUpLevel::Fresh, true, t), Ok(()));
+        assert_eq!(policy.demand(t, two, StepUpLevel::TwoFactors, true, t), Ok(()));
+        let recovery = Amr::PASSWORD.with(Amr::RECOVERY_CODE);
+        assert_eq!(policy.demand(t, recovery, StepUpLevel::TwoFactors, true, later), Err(Insufficient::Stale));
     }
 }

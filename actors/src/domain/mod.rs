@@ -36,7 +36,7 @@ pub use login::{
     ChallengeDecision, ChangeDecision, Checked, Live, LoginDecision, LoginPolicy, NewSession, Presented,
     ReauthDecision, RefusalTally, RegisterDecision, Reproof, SecondFactorDecision, Tallied, Verified,
 };
-pub use mfa::{FactorVerdict, Insufficient, Mfa, Proof, Sealed, StepUp};
+pub use mfa::{FactorVerdict, Insufficient, Mfa, Proof, Sealed, StepUp, StepUpLevel};
 pub use password::{PasswordPolicy, PasswordRejection};
 pub use refresh_token::{Pepper, RefreshToken};
 pub use throttle::{SlidingWindow, WindowPolicy, WindowVerdict};
