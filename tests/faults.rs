@@ -750,7 +750,18 @@ async fn webhooks_deliver_every_event_across_a_leader_kill_9() {
         register(i).await;
     }
 
-    let trail = history.audit_events(new_leader, ADMIN).await;
+    // The trail is read from the snapshot store, which takes the new leader's entries at its
+    // next flush: wait until it holds the event of every acknowledged registration (15), which
+    // it must (invariant 9), or fail.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let trail = loop {
+        let trail = history.audit_events(new_leader, ADMIN).await;
+        if trail.len() >= 15 {
+            break trail;
+        }
+        assert!(Instant::now() < deadline, "the trail holds {} of 15 acknowledged events", trail.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let expected: std::collections::BTreeSet<String> = trail.iter().map(|e| format!("evt_{}", e["seq"])).collect();
     receiver.wait_all_accepted("/all", &expected, Duration::from_secs(30)).await;
     let accepted = receiver.accepted("/all");
