@@ -1,11 +1,120 @@
-//! `tessera cluster …`: a thin client of the admin API on a node's peer listener.
+//! `tessera cluster …`: a thin client of the admin API on a node's peer listener; `tessera
+//! keys …`: of the key administration on a node's public API.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::cli::{ClusterArgs, ClusterCommand};
+use crate::cli::{ClientsArgs, ClientsCommand, ClusterArgs, ClusterCommand, KeysArgs, KeysCommand};
+
+/// Sends an admin request to a node's public API; the JSON answer (`Null` for none).
+async fn public_admin(request: reqwest::RequestBuilder, token: &str, base: &str) -> anyhow::Result<Value> {
+    let response = request.bearer_auth(token).send().await.with_context(|| format!("cannot reach {base}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{status}: {}", body.get("detail").and_then(Value::as_str).unwrap_or("request failed"));
+    }
+    Ok(body)
+}
+
+/// `tessera clients create|list|delete`.
+pub fn clients(args: ClientsArgs, configured_token: Option<String>) -> anyhow::Result<()> {
+    let token = args.token.or(configured_token).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let base = args.url.trim_end_matches('/');
+        let text = match &args.command {
+            ClientsCommand::Create { name } => {
+                let request =
+                    client.post(format!("{base}/v1/admin/clients")).json(&serde_json::json!({ "name": name }));
+                let body = public_admin(request, &token, base).await?;
+                format!(
+                    "client_id={}\nclient_secret={}\n# the secret is shown only now; Tessera keeps a digest\n",
+                    num(&body["client_id"]),
+                    num(&body["client_secret"])
+                )
+            }
+            ClientsCommand::List => {
+                let body = public_admin(client.get(format!("{base}/v1/admin/clients")), &token, base).await?;
+                let mut out = format!("{:<26} {:<21} {}\n", "client_id", "created", "name");
+                for c in body["clients"].as_array().into_iter().flatten() {
+                    out +=
+                        &format!("{:<26} {:<21} {}\n", num(&c["client_id"]), when(&c["created_at"]), num(&c["name"]));
+                }
+                out
+            }
+            ClientsCommand::Delete { id } => {
+                let request = client.delete(format!("{base}/v1/admin/clients/{id}"));
+                public_admin(request, &token, base).await?;
+                format!("deleted {id}\n")
+            }
+        };
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        Ok(())
+    })
+}
+
+/// `tessera keys list|rotate`.
+pub fn keys(args: KeysArgs, configured_token: Option<String>) -> anyhow::Result<()> {
+    let token = args.token.or(configured_token).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let base = args.url.trim_end_matches('/');
+        let request = match &args.command {
+            KeysCommand::List { .. } => client.get(format!("{base}/v1/admin/keys")),
+            KeysCommand::Rotate { revoke_current, kid } => client
+                .post(format!("{base}/v1/admin/keys/rotate"))
+                .json(&serde_json::json!({ "revoke_current": revoke_current, "kid": kid })),
+        };
+        let body = public_admin(request, &token, base).await?;
+        let text = match args.command {
+            KeysCommand::List { json: true } => format!("{}\n", serde_json::to_string_pretty(&body)?),
+            KeysCommand::List { json: false } => key_table(&body),
+            KeysCommand::Rotate { .. } if body["rotated"] == true => format!(
+                "{} {} → {} now signs\n",
+                if body["revoked"] == true { "revoked" } else { "retired" },
+                num(&body["replaced"]),
+                num(&body["active"])
+            ),
+            KeysCommand::Rotate { .. } => {
+                format!("already rotated: {} signs (nothing changed)\n", num(&body["active"]))
+            }
+        };
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        Ok(())
+    })
+}
+
+/// Unix seconds as RFC 3339 UTC, or `-`.
+fn when(v: &Value) -> String {
+    match v.as_u64() {
+        Some(secs) => humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string(),
+        None => "-".to_string(),
+    }
+}
+
+fn key_table(body: &Value) -> String {
+    let mut out = format!(
+        "{:<44} {:<8} {:<20} {:<20} {:<20} {}\n",
+        "kid", "state", "published", "activated", "retired", "next transition"
+    );
+    for key in body["keys"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{:<44} {:<8} {:<20} {:<20} {:<20} {}\n",
+            num(&key["kid"]),
+            num(&key["state"]),
+            when(&key["published_at"]),
+            when(&key["activated_at"]),
+            when(&key["retired_at"]),
+            when(&key["next_transition_at"])
+        );
+    }
+    out
+}
 
 pub fn run(args: ClusterArgs, configured_token: Option<String>) -> anyhow::Result<()> {
     let token = args.token.or(configured_token).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")?;

@@ -26,6 +26,12 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Print fresh random secrets as `export` lines (one set for every node of a cluster).
     Secrets,
+    /// List or rotate the cluster's signing keys through a node's public API (needs the admin
+    /// token; see docs/runbooks/key-rotation.md).
+    Keys(KeysArgs),
+    /// Register, list or delete resource-server clients (introspection, revocation) through a
+    /// node's public API (needs the admin token).
+    Clients(ClientsArgs),
     /// Check the audit trail in the snapshot store (see docs/audit.md).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -46,6 +52,66 @@ pub enum AuditCommand {
     },
     /// Print the public key that verifies the audit checkpoints (keep a copy outside the cluster).
     PublicKey,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// The public API of any node.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Admin token (default: `admin_token` from the configuration, i.e. `TESSERA_ADMIN_TOKEN`).
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print every key with its state and times.
+    List {
+        /// Raw JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the active key now (its successor signs at once on every node).
+    Rotate {
+        /// Remove the replaced key at once: its tokens stop verifying everywhere (after a leak).
+        #[arg(long)]
+        revoke_current: bool,
+        /// The key to replace (default: the one active now); if it was replaced meanwhile,
+        /// nothing changes.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientsArgs {
+    /// The public API of any node.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Admin token (default: `admin_token` from the configuration, i.e. `TESSERA_ADMIN_TOKEN`).
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: ClientsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client; prints its id and secret (the secret only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// Print every client.
+    List,
+    /// Delete a client: its credentials stop working on every node.
+    Delete {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use actix_web::http::header::HeaderName;
 use base64::Engine;
@@ -196,6 +197,7 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub audit: AuditSettings,
     pub mfa: MfaSettings,
+    pub keys: KeySettings,
     /// Endpoints that receive security events (`[[webhooks]]`, see docs/audit.md).
     pub webhooks: Vec<WebhookSettings>,
     pub webhook_delivery: WebhookDelivery,
@@ -241,6 +243,7 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             audit: AuditSettings::default(),
             mfa: MfaSettings::default(),
+            keys: KeySettings::default(),
             webhooks: Vec::new(),
             webhook_delivery: WebhookDelivery::default(),
             argon2: Argon2Settings::default(),
@@ -278,6 +281,33 @@ impl Default for TokenSettings {
             leeway_secs: 5,
             verify_cache_entries: 100_000,
         }
+    }
+}
+
+/// The signing keys' schedule (see docs/runbooks/key-rotation.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// How long a key signs before its successor takes over.
+    pub rotation_days: u64,
+    /// Overrides `rotation_days` with seconds (drills and tests).
+    pub rotation_secs: Option<u64>,
+    /// How long a successor is published in the JWKS before it signs: at least twice
+    /// `jwks_max_age_secs`, so every verifier's cached key set holds it first.
+    pub prepublish_secs: u64,
+    /// `Cache-Control: max-age` of `/.well-known/jwks.json`.
+    pub jwks_max_age_secs: u64,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings { rotation_days: 90, rotation_secs: None, prepublish_secs: 900, jwks_max_age_secs: 300 }
+    }
+}
+
+impl KeySettings {
+    pub fn rotate_every(&self) -> Duration {
+        Duration::from_secs(self.rotation_secs.unwrap_or(self.rotation_days.saturating_mul(86_400)))
     }
 }
 
@@ -676,6 +706,21 @@ impl Settings {
         }
         if self.profile == Profile::Prod && t.issuer.is_none() {
             problems.push("tokens.issuer is required in the prod profile (set TESSERA_TOKENS__ISSUER)".to_string());
+        }
+        let k = &self.keys;
+        if k.prepublish_secs < 2 * k.jwks_max_age_secs {
+            problems.push(
+                "keys.prepublish_secs must be at least twice keys.jwks_max_age_secs, so every cached key set \
+                 holds a successor before it signs"
+                    .to_string(),
+            );
+        }
+        if k.jwks_max_age_secs == 0 || k.rotate_every().as_secs() <= k.prepublish_secs {
+            problems.push(
+                "keys: need jwks_max_age_secs > 0 and a rotation period (rotation_days or rotation_secs) longer \
+                 than prepublish_secs"
+                    .to_string(),
+            );
         }
         let s = &self.sessions;
         if s.idle_secs == 0 || s.absolute_secs < s.idle_secs || s.grace_secs > 300 {

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The bearer token is missing, malformed, expired or revoked (RFC 6750 `invalid_token`).
     #[error("{0}")]
     InvalidToken(&'static str),
+    /// A resource-server client's credentials are missing or wrong (RFC 6749 `invalid_client`).
+    #[error("{0}")]
+    InvalidClient(&'static str),
     #[error("this email address is already registered")]
     EmailTaken,
     /// Throttled or locked: the same answer for every reason and every account, known or not.
@@ -116,7 +119,7 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`,
+    /// OAuth-style error code: `invalid_request`, `invalid_grant`, `invalid_token`, `invalid_client`,
     /// `email_taken`, `session_limit`, `slow_down`, `access_denied` (CSRF or origin),
     /// `insufficient_user_authentication` (step-up, RFC 9470), `conflict`, `not_found`,
     /// `temporarily_unavailable`, `server_error`.
@@ -150,6 +153,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request"),
             ApiError::InvalidGrant(_) => (StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid grant"),
             ApiError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", "Invalid token"),
+            ApiError::InvalidClient(_) => (StatusCode::UNAUTHORIZED, "invalid_client", "Invalid client"),
             ApiError::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email already registered"),
             ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down", "Too many attempts"),
             ApiError::SessionLimit => (StatusCode::CONFLICT, "session_limit", "Session limit reached"),
@@ -176,6 +180,7 @@ impl ApiError {
             ApiError::BadRequest(detail) => Some(detail.clone()),
             ApiError::InvalidGrant(detail)
             | ApiError::InvalidToken(detail)
+            | ApiError::InvalidClient(detail)
             | ApiError::Forbidden(detail)
             | ApiError::Conflict(detail) => Some(detail.to_string()),
             ApiError::StepUpRequired { .. } => Some(self.to_string()),
@@ -238,6 +243,9 @@ impl ResponseError for ApiError {
                 "Bearer error=\"insufficient_user_authentication\", error_description=\"{self}\", max_age={max_age_secs}{acr}"
             );
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        if let ApiError::InvalidClient(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tessera\"")));
         }
         if let ApiError::InvalidToken(_) = self {
             response

@@ -22,13 +22,15 @@ fn main() -> ExitCode {
         }
         Command::Cluster(args) => {
             let token = settings.admin_token.as_ref().map(|t| t.expose().to_string());
-            match tessera::admin_cli::run(args, token) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tessera: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            exit(tessera::admin_cli::run(args, token))
+        }
+        Command::Clients(args) => {
+            let token = settings.admin_token.as_ref().map(|t| t.expose().to_string());
+            exit(tessera::admin_cli::clients(args, token))
+        }
+        Command::Keys(args) => {
+            let token = settings.admin_token.as_ref().map(|t| t.expose().to_string());
+            exit(tessera::admin_cli::keys(args, token))
         }
         Command::Serve => {
             tessera::startup::restrict_new_files();
@@ -41,6 +43,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -19,9 +19,9 @@ use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tessera_actors::domain::{
-    CapAction, DeviceBinding, LockoutPolicy, PasswordPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy,
+    CapAction, DeviceBinding, KeyPolicy, LockoutPolicy, PasswordPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy,
 };
-use tessera_actors::keys::{self, Provisioned};
+use tessera_actors::keys::{self, Advanced, SigningPolicy};
 use tessera_actors::ports::{Clock, Entropy, Replicator};
 use tessera_actors::sweeper::Sweeper;
 use tessera_actors::{ActorContext, AuditPolicy, Domain, Record, Registry, ThrottlePolicy};
@@ -72,6 +72,8 @@ struct Parts {
     entropy: Arc<dyn Entropy>,
     replica: Arc<dyn Replicator>,
     audit: AuditReader,
+    /// Turns true when the node begins to stop (long-lived responses end then).
+    stopping: watch::Receiver<bool>,
 }
 
 impl Node {
@@ -151,7 +153,7 @@ impl Node {
             settings.tokens.verify_cache_entries,
         ));
         let actor_idle = Duration::from_secs(settings.sessions.actor_idle_secs);
-        let kek = secrets.key_encryption_key;
+        let (stop_housekeeping, stopped) = watch::channel(false);
         let parts = Parts {
             fault_layer,
             settings,
@@ -163,6 +165,7 @@ impl Node {
             entropy: Arc::clone(&entropy),
             replica: Arc::clone(&replica),
             audit: AuditReader { store: audit_store.clone(), runtime: runtime.handle().clone() },
+            stopping: stopped.clone(),
         };
         let checkpoint_key = checkpoint::signing_key(&parts.secrets.derived_key(purposes::AUDIT_CHECKPOINT));
         let dispatcher = Dispatcher {
@@ -184,7 +187,6 @@ impl Node {
         };
         let served = serve(parts, public_listener, peer_listener)?;
 
-        let (stop_housekeeping, stopped) = watch::channel(false);
         let sweeper = runtime.spawn(sweep_families(
             cluster.clone(),
             Sweeper::new(Arc::clone(served.registry.context())),
@@ -194,7 +196,7 @@ impl Node {
             cluster.clone(),
             served.registry,
             keyring,
-            Housekeeping { clock, sealer: Sealer { entropy, kek }, replica, issuer, actor_idle },
+            Housekeeping { replica, issuer, actor_idle },
             stopped.clone(),
         ));
         let audit_keeper = runtime.spawn(keeper.run(stopped.clone()));
@@ -316,6 +318,13 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                     max_backlog: parts.settings.audit.max_backlog,
                 },
                 factors: parts.secrets.factor_keys(),
+                signing: SigningPolicy {
+                    maker: Arc::new(Sealer {
+                        entropy: Arc::clone(&parts.entropy),
+                        kek: parts.secrets.key_encryption_key,
+                    }),
+                    schedule: policies.keys,
+                },
             });
             let registry = Arc::new(Registry::new(cx, arbiters));
             let domain = Domain::new(Arc::clone(&registry));
@@ -348,6 +357,8 @@ fn serve(parts: Parts, public_listener: TcpListener, peer_listener: TcpListener)
                 step_up: tessera_actors::domain::StepUp {
                     max_age: Duration::from_secs(parts.settings.mfa.step_up_max_age_secs),
                 },
+                jwks_max_age_secs: parts.settings.keys.jwks_max_age_secs,
+                stopping: parts.stopping.clone(),
                 webhooks: Arc::new(parts.settings.webhooks.clone()),
             });
             let public = HttpServer::new(move || {
@@ -444,6 +455,7 @@ struct Policies {
     cap: SessionCap,
     throttle: ThrottlePolicy,
     password: PasswordPolicy,
+    keys: KeyPolicy,
 }
 
 impl From<&Settings> for Policies {
@@ -477,23 +489,27 @@ impl From<&Settings> for Policies {
                 exempt_loopback: s.throttle.exempt_loopback,
             },
             password: PasswordPolicy { min_chars: s.password.min_length, min_score: s.password.min_score },
+            keys: KeyPolicy {
+                rotate_every: s.keys.rotate_every(),
+                prepublish: Duration::from_secs(s.keys.prepublish_secs),
+                // Every token a retired key signed has expired by then, even one minted at
+                // the last moment and checked with the full leeway.
+                retain_retired: Duration::from_secs(s.tokens.access_ttl_secs + s.tokens.leeway_secs),
+            },
         }
     }
 }
 
 struct Housekeeping {
-    clock: Arc<dyn Clock>,
-    /// Makes the cluster's first signing key.
-    sealer: Sealer,
     replica: Arc<dyn Replicator>,
     /// This node's issuer, recorded as the cluster's if this node initialises it.
     issuer: String,
     actor_idle: Duration,
 }
 
-/// Background duties, every 250 ms: follow leadership (drop actors when it is lost; create
-/// the signing key and record the issuer when leading a cluster that lacks them), pick up new
-/// signing keys, and passivate idle actors.
+/// Background duties, every 250 ms: follow leadership (drop actors when it is lost; when
+/// leading, make the signing-key transition the schedule says is due and record the issuer if
+/// the cluster lacks one), pick up changed signing keys, and passivate idle actors.
 async fn housekeeping(
     cluster: ClusterNode<Record>,
     registry: Arc<Registry>,
@@ -511,19 +527,13 @@ async fn housekeeping(
         }
         was_leading = leading;
         if leading {
-            let provisioned =
-                keys::provision(&*duties.replica, &duties.sealer, &duties.issuer, duties.clock.now()).await;
-            match provisioned {
-                Ok(Some(Provisioned { key, issuer })) => {
-                    if let Some(kid) = key {
-                        tracing::info!(%kid, "created the cluster's signing key");
-                    }
-                    if let Some(issuer) = issuer {
-                        tracing::info!(%issuer, "recorded the cluster's token issuer");
-                    }
+            match keys::advance(registry.context(), &duties.issuer).await {
+                Ok(Some(Advanced::Provisioned { issuer: Some(issuer), .. })) => {
+                    tracing::info!(%issuer, "recorded the cluster's token issuer");
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot create the signing key or record the issuer yet"),
+                // Key transitions are logged with their audit events.
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot make the signing keys' due transition yet"),
             }
         }
         if let Err(e) = keyring.reload(&*duties.replica) {

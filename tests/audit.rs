@@ -177,6 +177,7 @@ async fn each_acknowledged_action_is_recorded_once_sealed_queryable_and_verifiab
 
     // Assert: each acknowledged action once, in one gapless order.
     let expected: BTreeMap<String, usize> = [
+        ("key.activated", 1),
         ("user.registered", 2),
         ("login.succeeded", 1),
         ("session.created", 1),
@@ -300,7 +301,8 @@ async fn audit_verify_names_the_first_bad_seq_after_any_sql_tampering() {
         assert_eq!(app.login(&format!("user{i}@example.com"), "wrong password").await.status(), 401);
         wait_checkpointed(&app).await;
     }
-    assert_eq!(app.node().cluster().stream_head("audit").last, 8);
+    // seq 1 is the cluster's first signing key (`key.activated`), then two per user.
+    assert_eq!(app.node().cluster().stream_head("audit").last, 9);
     let _dir = app.stop().await;
     let verify = || {
         let output = tessera_audit_on(&data, Some(&db.url), &["verify"]);
@@ -342,29 +344,29 @@ async fn audit_verify_names_the_first_bad_seq_after_any_sql_tampering() {
     };
 
     // Act and assert, one tampering at a time on the restored trail.
-    let (_, _, second) = row(2).await;
+    let (_, _, second) = row(3).await;
     let tampered = second.replace("bad_password", "throttled").replace('\'', "''");
     assert_ne!(tampered, second);
     let cases: Vec<(String, Vec<String>, u64)> = vec![
         (
             "a changed text".into(),
-            vec![format!("UPDATE stream_entries SET text = '{tampered}' WHERE stream = 'audit' AND seq = 2")],
-            2,
+            vec![format!("UPDATE stream_entries SET text = '{tampered}' WHERE stream = 'audit' AND seq = 3")],
+            3,
         ),
-        ("a deleted row".into(), vec!["DELETE FROM stream_entries WHERE stream = 'audit' AND seq = 4".into()], 4),
+        ("a deleted row".into(), vec!["DELETE FROM stream_entries WHERE stream = 'audit' AND seq = 5".into()], 5),
         (
             "the last row deleted".into(),
-            vec!["DELETE FROM stream_entries WHERE stream = 'audit' AND seq = 8".into()],
-            8,
+            vec!["DELETE FROM stream_entries WHERE stream = 'audit' AND seq = 9".into()],
+            9,
         ),
         (
             "an inserted row".into(),
             vec![
-                "INSERT INTO stream_entries SELECT stream, 9, version, hash, hash, text FROM stream_entries \
-                 WHERE stream = 'audit' AND seq = 8"
+                "INSERT INTO stream_entries SELECT stream, 10, version, hash, hash, text FROM stream_entries \
+                 WHERE stream = 'audit' AND seq = 9"
                     .into(),
             ],
-            9,
+            10,
         ),
     ];
     for (what, statements, seq) in cases {
@@ -378,11 +380,11 @@ async fn audit_verify_names_the_first_bad_seq_after_any_sql_tampering() {
     // The text changed and every hash after it recomputed, the head moved along: only the
     // signature of the first checkpoint at or after it (which the forger cannot make) catches it.
     sql(&db.url, &restore).await;
-    let (prev, _, _) = row(2).await;
+    let (prev, _, _) = row(3).await;
     let mut prev = prev;
-    for seq in 2..=8i64 {
+    for seq in 3..=9i64 {
         let (_, _, text) = row(seq).await;
-        let text = if seq == 2 { text.replace("bad_password", "throttled") } else { text };
+        let text = if seq == 3 { text.replace("bad_password", "throttled") } else { text };
         let hash = Sha256::new()
             .chain_update(&prev)
             .chain_update((seq as u64).to_be_bytes())
@@ -402,14 +404,14 @@ async fn audit_verify_names_the_first_bad_seq_after_any_sql_tampering() {
         prev = hash;
     }
     sqlx::query("UPDATE stream_heads SET hash = $1 WHERE stream = 'audit'").bind(&prev).execute(&pool).await.unwrap();
-    let first_checkpoint = *checkpointed.iter().find(|seq| **seq >= 2).expect("a checkpoint after seq 2");
+    let first_checkpoint = *checkpointed.iter().find(|seq| **seq >= 3).expect("a checkpoint after seq 3");
     let (code, out) = verify();
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains(&format!("audit seq {first_checkpoint}:")) && out.contains("checkpoint"), "{out}");
 
     // Old rows deleted and an anchor planted where no checkpoint was signed: not a purge.
     sql(&db.url, &restore).await;
-    let cut = (1..8).find(|seq| !checkpointed.contains(seq)).expect("an uncheckpointed seq");
+    let cut = (1..9).find(|seq| !checkpointed.contains(seq)).expect("an uncheckpointed seq");
     let (_, hash, _) = row(cut as i64).await;
     sqlx::query("DELETE FROM stream_entries WHERE stream = 'audit' AND seq <= $1")
         .bind(cut as i64)

@@ -52,11 +52,18 @@ async fn every_matching_event_is_delivered_signed_in_order_once_accepted_and_a_d
 
     // Assert: each event once accepted, in order, every request verified by the package.
     let trail = admin_get(&app, "/v1/admin/audit?limit=100").await;
-    let events = trail["events"].as_array().unwrap().clone();
-    assert_eq!(events.len(), 5, "{events:#?}");
-    let all = receiver.wait_accepted("/all", events.len(), Duration::from_secs(20)).await;
-    let ids: Vec<&str> = all.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let trail = trail["events"].as_array().unwrap().clone();
+    // The cluster's first signing key (`key.activated`), then the four actions' five events.
+    // An endpoint's cursor starts at the head when the leader first sees the endpoint, which
+    // may be just before or just after the key's event: leave that one out.
+    assert_eq!(trail.len(), 6, "{trail:#?}");
+    assert_eq!(trail[0]["action"], "key.activated");
+    let events = trail[1..].to_vec();
     let expected: Vec<String> = events.iter().map(|e| format!("evt_{}", e["seq"])).collect();
+    receiver.wait_all_accepted("/all", &expected.iter().cloned().collect(), Duration::from_secs(20)).await;
+    let all: Vec<Value> =
+        receiver.accepted("/all").into_iter().filter(|r| r["body"]["type"] != "key.activated").collect();
+    let ids: Vec<&str> = all.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, expected, "in trail order, each once");
     for (delivery, event) in all.iter().zip(&events) {
         assert_eq!(delivery["attempt"], 3, "accepted at the third attempt");
@@ -83,7 +90,7 @@ async fn every_matching_event_is_delivered_signed_in_order_once_accepted_and_a_d
     assert_eq!(log["deliveries"][0]["status"], 503);
     assert_eq!(log["deliveries"][1]["status"], 429);
     assert!(log["next"].is_string());
-    let head = events.len() as u64;
+    let head = trail.len() as u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let listed = loop {
         // The receiver logs an acceptance before the dispatcher commits the cursor past it.
@@ -95,7 +102,8 @@ async fn every_matching_event_is_delivered_signed_in_order_once_accepted_and_a_d
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(listed["endpoints"][0]["disabled"], false);
-    assert_eq!(listed["endpoints"][2]["delivered_seq"], 0, "it never got the first event");
+    let start = listed["endpoints"][2]["delivered_seq"].as_u64().unwrap();
+    assert!(start <= 1, "it never got the first event it was due (its cursor began at 0 or 1): {listed}");
     let dead_log = admin_get(&app, "/v1/admin/webhooks/dead/deliveries").await;
     let dead_outcomes: Vec<&str> =
         dead_log["deliveries"].as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
@@ -103,7 +111,10 @@ async fn every_matching_event_is_delivered_signed_in_order_once_accepted_and_a_d
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tessera_webhook_disabled{endpoint=\"dead\"} 1"), "{metrics}");
     let cluster: Value = app.client.get(app.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(cluster["webhooks"][2], json!({ "name": "dead", "delivered_seq": 0, "failures": 4, "disabled": true }));
+    assert_eq!(
+        cluster["webhooks"][2],
+        json!({ "name": "dead", "delivered_seq": start, "failures": 4, "disabled": true })
+    );
 
     // Enabled again, it is tried at once (and fails again: nothing listens).
     let enabled = app.client.post(app.url("/v1/admin/webhooks/dead/enable")).bearer_auth(ADMIN).send().await.unwrap();

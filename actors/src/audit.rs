@@ -52,6 +52,8 @@ pub enum Actor {
     Admin { id: String },
     /// Tessera itself (housekeeping).
     System,
+    /// A resource-server client (`id`: its client id, or `public` for one without a secret).
+    Client { id: String },
 }
 
 /// Where a request came from, as the audit trail records it.
@@ -174,11 +176,13 @@ pub fn record(
         Actor::Subject => [("type", Json::Text("user".into())), ("id", text_or_null(user.map(|u| u.to_string())))],
         Actor::Admin { id } => [("type", Json::Text("admin".into())), ("id", Json::Text(id.clone()))],
         Actor::System => [("type", Json::Text("system".into())), ("id", Json::Null)],
+        Actor::Client { id } => [("type", Json::Text("client".into())), ("id", Json::Text(id.clone()))],
     };
-    let (resource_type, resource_id) = match (event.session(), user) {
-        (Some(session), _) => ("session", Some(session.to_string())),
-        (None, Some(user)) => ("user", Some(user.to_string())),
-        (None, None) => ("address", None),
+    let (resource_type, resource_id) = match (event.resource(), event.session(), user) {
+        (Some((kind, id)), _, _) => (kind, Some(id.to_string())),
+        (None, Some(session), _) => ("session", Some(session.to_string())),
+        (None, None, Some(user)) => ("user", Some(user.to_string())),
+        (None, None, None) => ("address", None),
     };
     let fields = BTreeMap::from([
         ("action", Json::Text(event.action().to_string())),

@@ -212,7 +212,7 @@ pub(crate) fn atomically<A: Shell, O: 'static>(
 pub(crate) fn log(events: &[Event]) {
     for event in events {
         let action = event.action();
-        match *event {
+        match event {
             Event::ReplayDetected { user, session, presented } => {
                 tracing::warn!(action, %user, %session, %presented, "refresh token replayed: session revoked")
             }
@@ -245,6 +245,16 @@ pub(crate) fn log(events: &[Event]) {
             }
             Event::Reauthenticated { user, session, second_factor } => {
                 tracing::info!(action, %user, %session, second_factor, "session re-authenticated")
+            }
+            Event::KeyPublished { kid } => tracing::info!(action, %kid, "signing key published as the successor"),
+            Event::KeyActivated { kid, rotation } => {
+                tracing::info!(action, %kid, rotation = rotation.as_str(), "signing key activated")
+            }
+            Event::KeyRetired { kid } => tracing::info!(action, %kid, "signing key retired"),
+            Event::ClientCreated { client } => tracing::info!(action, %client, "resource-server client created"),
+            Event::ClientDeleted { client } => tracing::info!(action, %client, "resource-server client deleted"),
+            Event::KeyRemoved { kid, reason } => {
+                tracing::warn!(action, %kid, reason = reason.as_str(), "signing key removed from the key set")
             }
         }
     }

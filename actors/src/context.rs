@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::domain::{LockoutPolicy, Pepper, SessionCap, SessionPolicy, WindowPolicy};
 use crate::factor_keys::FactorKeys;
+use crate::keys::SigningPolicy;
 use crate::ports::{Clock, Entropy, Replicator};
 
 pub struct ActorContext {
@@ -18,6 +19,8 @@ pub struct ActorContext {
     pub audit: AuditPolicy,
     /// Opens TOTP secrets and makes recovery-code digests.
     pub factors: FactorKeys,
+    /// Makes signing keys and schedules their rotation.
+    pub signing: SigningPolicy,
 }
 
 /// How security events are recorded.

@@ -227,6 +227,22 @@ impl Operation for Logout {
     }
 }
 
+/// Operation: end the session of a token a resource server revoked (RFC 7009).
+#[derive(Serialize, Deserialize)]
+pub struct Revoke {
+    pub user: UserId,
+    pub family: FamilyId,
+    pub origin: Origin,
+}
+
+impl Operation for Revoke {
+    type Reply = LogoutOutcome;
+
+    async fn run(self, domain: &Domain) -> Result<LogoutOutcome, ActorError> {
+        end(domain, End { owner: self.user, reason: RevokeReason::Revocation, origin: self.origin }, self.family).await
+    }
+}
+
 /// Operation: end every session of `user`; answers how many this call ended.
 #[derive(Serialize, Deserialize)]
 pub struct LogoutAll {

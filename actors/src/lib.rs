@@ -9,7 +9,7 @@
 //!   clock, ask a rule, and commit its decision through [`commit`] (decide, compare-and-set,
 //!   reload once), adopting the new state only after the commit.
 //! - [`queries`]: reads of the replica that the actors and the edge share (session liveness).
-//! - [`keys`]: provisioning the cluster's signing key and issuer.
+//! - [`keys`]: the signing keys' lifecycle (provisioning, scheduled and immediate rotation).
 //! - [`registry`]: activation, passivation and leadership changes; [`sweeper`]: deletes
 //!   session families that ended long ago.
 //!
@@ -18,6 +18,7 @@
 pub mod address_actor;
 pub mod audit;
 pub mod client_actor;
+pub mod clients;
 mod commit;
 pub mod context;
 pub mod domain;

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::address_actor::Register;
 use crate::client_actor::AdmitRegistration;
-use crate::family_actor::{Logout, LogoutAll, LogoutOthers, Refresh};
+use crate::clients::{CreateClient, DeleteClient};
+use crate::family_actor::{Logout, LogoutAll, LogoutOthers, Refresh, Revoke};
 use crate::identity_actor::{AbandonLogin, BeginLogin, ChangePassword, CompleteLogin, FailLogin, Unlock};
 use crate::identity_mfa::{
     ConfirmTotp, DisableTotp, PassSecondFactor, Reauthenticate, RegenerateRecoveryCodes, StartTotp,
 };
+use crate::keys::RotateKeys;
 use crate::protocol::ActorError;
 use crate::service::Domain;
 
@@ -93,4 +95,8 @@ forwarded! {
     DisableTotp,
     PassSecondFactor,
     Reauthenticate,
+    RotateKeys,
+    CreateClient,
+    DeleteClient,
+    Revoke,
 }

@@ -2,7 +2,8 @@
 //! of them read the local replica through the [`Replicator`] port.
 
 use crate::domain::{
-    AccessVerdict, DeviceBinding, DeviceHash, Email, Family, FamilyId, Generation, Identity, Mfa, Millis, UserId,
+    AccessVerdict, DeviceBinding, DeviceHash, Email, Family, FamilyId, Generation, Identity, Mfa, Millis, Pepper,
+    RefreshToken, UserId,
 };
 use crate::ports::Replicator;
 use crate::protocol::ActorError;
@@ -58,6 +59,20 @@ pub fn identity(replica: &dyn Replicator, user: UserId) -> Result<Option<Identit
         Some((_, Record::Identity(identity))) => Ok(Some(identity)),
         Some((_, other)) => Err(ActorError::Corrupt(format!("user/{user} holds {other:?}"))),
         None => Ok(None),
+    }
+}
+
+/// The session of a genuine refresh token (its MAC verifies with its family's salt), live
+/// or not; `None` for a forged token or a family this replica does not hold.
+pub fn refresh_session(
+    replica: &dyn Replicator,
+    pepper: &Pepper,
+    token: &RefreshToken,
+) -> Result<Option<Family>, ActorError> {
+    match replica.read(&keys::family(token.family))? {
+        Some((_, Record::Family(family))) if pepper.verifies(token, &family.salt) => Ok(Some(family)),
+        Some((_, Record::Family(_))) | None => Ok(None),
+        Some((_, other)) => Err(ActorError::Corrupt(format!("fam/{} holds {other:?}", token.family))),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Family, FamilyId, Identity, LoginGuard, Mfa, Millis, UserId, WebhookCursor};
+use crate::domain::{Client, ClientId, Family, FamilyId, Identity, LoginGuard, Mfa, Millis, UserId, WebhookCursor};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -37,6 +37,10 @@ pub enum Record {
     /// `mfa/{user_id}` → the account's second factor: sealed TOTP secret, last accepted step,
     /// recovery-code digests, a pending enrolment, login challenges.
     Mfa(Mfa),
+    /// `signing/next` → the kid of the published successor of the active key.
+    NextSigningKey(String),
+    /// `client/{client_id}` → a resource-server client (its secret only as a digest).
+    Client(Client),
 }
 
 /// An Ed25519 signing key. The private half is sealed (XChaCha20-Poly1305 under the cluster
@@ -48,7 +52,15 @@ pub struct SigningKey {
     pub public: [u8; 32],
     pub nonce: [u8; 24],
     pub sealed_private: Vec<u8>,
+    /// When it was published.
     pub created_at: Millis,
+    /// When it began to sign (`None`: never, or a key from before the lifecycle, which was
+    /// active from its creation).
+    #[serde(default)]
+    pub activated_at: Option<Millis>,
+    /// When it stopped signing.
+    #[serde(default)]
+    pub retired_at: Option<Millis>,
 }
 
 /// Key layout of the replicated store.
@@ -56,11 +68,17 @@ pub mod keys {
     use super::*;
 
     pub const ACTIVE_SIGNING_KEY: &str = "signing/active";
+    pub const NEXT_SIGNING_KEY: &str = "signing/next";
     pub const ISSUER: &str = "cluster/issuer";
     /// Never written: the target of compare-only writes that pace unknown-account logins.
     pub const PACE: &str = "pace/unknown-login";
     pub const SIGNING_KEY_PREFIX: &str = "sigkey/";
     pub const FAMILY_PREFIX: &str = "fam/";
+    pub const CLIENT_PREFIX: &str = "client/";
+
+    pub fn client(id: &ClientId) -> String {
+        format!("{CLIENT_PREFIX}{id}")
+    }
 
     pub fn user(id: UserId) -> String {
         format!("user/{id}")

@@ -654,3 +654,71 @@ async fn every_acknowledged_security_decision_is_recorded_once_and_a_normal_refr
     assert!(!stream.last().unwrap().contains("nobody@example.com"), "the address is sealed: {failure}");
     assert!(!stream.iter().any(|t| t.contains("alice@example.com")), "so is the registered one");
 }
+
+fn key_set(world: &World) -> tessera_actors::keys::KeySet {
+    tessera_actors::keys::KeySet::read(&*world.store).unwrap()
+}
+
+#[actix_rt::test]
+async fn ten_concurrent_rotations_of_one_key_replace_it_once_and_all_answer_with_that_result() {
+    use tessera_actors::keys::{Advanced, RotateKeys, RotateOutcome, advance};
+    let world = world();
+    let cx = world.domain.context().clone();
+    let first = advance(&cx, "https://issuer.test").await.unwrap();
+    assert_eq!(
+        first,
+        Some(Advanced::Provisioned { key: Some("k1".into()), issuer: Some("https://issuer.test".into()) })
+    );
+
+    let rotations = (0..10)
+        .map(|i| world.domain.run(RotateKeys { target: "k1".into(), revoke: i % 2 == 0, origin: Origin::default() }));
+    let outcomes = futures::future::join_all(rotations).await;
+
+    let rotated: Vec<_> = outcomes.iter().filter(|o| matches!(o, Ok(RotateOutcome::Rotated { .. }))).collect();
+    assert_eq!(rotated.len(), 1, "{outcomes:?}");
+    let Ok(RotateOutcome::Rotated { active, replaced, .. }) = rotated[0] else { unreachable!() };
+    assert_eq!(replaced, "k1");
+    for outcome in &outcomes {
+        match outcome {
+            Ok(RotateOutcome::Rotated { .. }) => {}
+            Ok(RotateOutcome::AlreadyRotated { active: seen }) => assert_eq!(seen, active),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let set = key_set(&world);
+    assert_eq!(set.active.as_ref().map(|(kid, _)| kid.as_str()), Some(active.as_str()));
+    assert!(set.keys.len() <= 2, "one new key; the old one retired or removed: {:?}", set.keys);
+}
+
+#[actix_rt::test]
+async fn the_schedule_publishes_a_successor_activates_it_on_time_and_removes_the_retired_key_later() {
+    use tessera_actors::domain::{KeyPolicy, KeyState};
+    use tessera_actors::keys::{Advanced, advance};
+    use tessera_actors::ports::Clock;
+    let world = world_with(|cx| {
+        cx.signing.schedule = KeyPolicy {
+            rotate_every: Duration::from_secs(100),
+            prepublish: Duration::from_secs(10),
+            retain_retired: Duration::from_secs(20),
+        };
+    });
+    let cx = world.domain.context().clone();
+    let mut seen = Vec::new();
+    for _ in 0..(150 * 4) {
+        if let Some(done) = advance(&cx, "https://issuer.test").await.unwrap() {
+            seen.push((done, world.clock.now().0));
+        }
+        world.clock.advance(Duration::from_millis(250));
+    }
+    let start = seen[0].1;
+    let at = |i: usize| (seen[i].1 - start) / 1000;
+    assert!(matches!(seen[0].0, Advanced::Provisioned { .. }));
+    assert_eq!((&seen[1].0, at(1)), (&Advanced::Published { kid: "k2".into() }, 90));
+    assert_eq!((&seen[2].0, at(2)), (&Advanced::Activated { kid: "k2".into(), retired: "k1".into() }, 100));
+    assert_eq!((&seen[3].0, at(3)), (&Advanced::Removed { kid: "k1".into() }, 120));
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let set = key_set(&world);
+    let records = set.records();
+    assert_eq!(records.state("k2"), KeyState::Active);
+    assert_eq!(set.keys.len(), 1);
+}

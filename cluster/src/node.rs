@@ -268,6 +268,11 @@ impl<V: StoreValue> ClusterNode<V> {
         found.map(|(version, bytes)| Ok(Versioned { version, value: decode_value(&bytes)? })).transpose()
     }
 
+    /// The version of `key` in this node's replica, if it is live (nothing is decoded).
+    pub fn version(&self, key: &str) -> Option<Version> {
+        self.inner.sm.state.read().get(key).map(|(version, _)| version)
+    }
+
     /// Live entries whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Versioned<V>)>, CodecError> {
         self.scan_prefix_page(prefix, None, usize::MAX)

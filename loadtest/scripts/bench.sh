@@ -80,6 +80,11 @@ suite() { # setup, refresh target rate
   run "$s" mixed-open --scenario mixed --users 64 --accounts 64 --rate 1000 --duration "$SECS"
   run "$s" race --scenario race --users 16 --race-k 10 --accounts 16 --duration "$SECS"
   run "$s" lockout --scenario lockout --users 16 --accounts 1 --duration "$SECS"
+  # RFC 7662 introspection by a resource-server client (builds that have it).
+  if $LT --help | grep -q introspect; then
+    run "$s" introspect --scenario introspect --users 32 --accounts 32 --duration "$SECS"
+    run "$s" introspect-10k --scenario introspect --users 32 --accounts 32 --rate 10000 --duration "$SECS"
+  fi
   # Verify at a fixed 2,000/s for 24 s; 32 users log in as fast as they can from second 10 to
   # second 20 (their accounts registered beforehand, so seeding does not shift the window).
   run "$s" storm-seed --scenario login --users 1 --accounts 32 --requests 1 --warmup 0 --run-id "storm$s"
@@ -127,8 +132,9 @@ c() { jq -r "$1" "$OUT/ceilings.json"; }
   echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for s in single cluster; do
     trivial=$(jq .throughput_per_second "$OUT/$s/trivial/report.json")
-    for name in trivial verify verify-8 verify-20k refresh refresh-open login mixed mixed-open race lockout storm-verify storm-login; do
+    for name in trivial verify verify-8 verify-20k refresh refresh-open login mixed mixed-open race lockout introspect introspect-10k storm-verify storm-login; do
       f=$OUT/$s/$name/report.json
+      [ -f "$f" ] || continue
       ratio=""
       case $name in
         verify | verify-8 | verify-20k) ratio="$(jq -n "$(jq .throughput_per_second "$f") / $trivial * 100 | floor")% of trivial" ;;

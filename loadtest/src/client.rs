@@ -47,13 +47,20 @@ pub struct Conn {
 pub struct Call {
     pub method: Method,
     pub path: &'static str,
+    /// The `Authorization` header.
     pub bearer: Option<HeaderValue>,
-    pub json: Option<Bytes>,
+    /// The body and its content type.
+    pub json: Option<(Bytes, &'static str)>,
 }
 
 impl Call {
     pub fn post_json(path: &'static str, body: &serde_json::Value) -> Call {
-        Call { method: Method::POST, path, bearer: None, json: Some(Bytes::from(body.to_string())) }
+        Call {
+            method: Method::POST,
+            path,
+            bearer: None,
+            json: Some((Bytes::from(body.to_string()), "application/json")),
+        }
     }
 
     pub fn get(path: &'static str) -> Call {
@@ -63,6 +70,17 @@ impl Call {
     pub fn with_bearer(method: Method, path: &'static str, token: &str) -> Call {
         let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("tokens are header-safe");
         Call { method, path, bearer: Some(bearer), json: None }
+    }
+
+    /// A form POST with HTTP Basic credentials (`basic`: the base64 of `id:secret`).
+    pub fn post_form(path: &'static str, basic: &str, form: String) -> Call {
+        let authorization = HeaderValue::from_str(&format!("Basic {basic}")).expect("base64 is header-safe");
+        Call {
+            method: Method::POST,
+            path,
+            bearer: Some(authorization),
+            json: Some((Bytes::from(form), "application/x-www-form-urlencoded")),
+        }
     }
 }
 
@@ -107,9 +125,9 @@ impl Conn {
             request = request.header(AUTHORIZATION, bearer.clone());
         }
         let body = match &call.json {
-            Some(json) => {
-                request = request.header(CONTENT_TYPE, "application/json");
-                Full::new(json.clone())
+            Some((body, content_type)) => {
+                request = request.header(CONTENT_TYPE, *content_type);
+                Full::new(body.clone())
             }
             None => Full::new(Bytes::new()),
         };

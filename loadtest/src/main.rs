@@ -73,6 +73,24 @@ struct Args {
     /// Prefix of seeded account emails (default: a fresh one per run).
     #[arg(long)]
     run_id: Option<String>,
+    /// Admin token, to register the resource-server client the introspect scenario uses.
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+/// Registers a resource-server client; its Basic credentials (base64 of `id:secret`).
+async fn seed_client(target: &Target, admin_token: &str) -> anyhow::Result<String> {
+    let mut conn = client::Conn::new(target.clone(), "tessera-loadtest");
+    let mut call = client::Call::post_json("/v1/admin/clients", &serde_json::json!({ "name": "loadtest" }));
+    call.bearer = Some(hyper::header::HeaderValue::from_str(&format!("Bearer {admin_token}"))?);
+    let (status, body) = conn.send(&call).await?;
+    anyhow::ensure!(status == 201, "registering the client: {status} {}", String::from_utf8_lossy(&body));
+    let created: serde_json::Value = serde_json::from_slice(&body)?;
+    let (id, secret) = (
+        created["client_id"].as_str().context("client_id")?,
+        created["client_secret"].as_str().context("client_secret")?,
+    );
+    Ok(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{id}:{secret}")))
 }
 
 fn cpu_seconds_self() -> f64 {
@@ -188,7 +206,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let emails = seed_accounts(&targets, &run_id, accounts, &args.password).await?;
     let logins: Vec<client::Call> = emails.iter().map(|e| login_call(e, &args.password)).collect();
     let sessions = match args.scenario {
-        Scenario::Verify | Scenario::Refresh | Scenario::Mixed | Scenario::Race => {
+        Scenario::Verify | Scenario::Refresh | Scenario::Mixed | Scenario::Race | Scenario::Introspect => {
             seed_sessions(&targets, &logins, users).await?
         }
         Scenario::Login | Scenario::Lockout | Scenario::Trivial => Vec::new(),
@@ -198,6 +216,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mix: Mix::parse(&args.mix)?,
         logins,
         wrong_password: login_call(&emails[0], "not the password at all"),
+        client: match (args.scenario, &args.admin_token) {
+            (Scenario::Introspect, Some(token)) => Some(seed_client(&targets[0], token).await?),
+            (Scenario::Introspect, None) => anyhow::bail!("the introspect scenario needs --admin-token"),
+            _ => None,
+        },
     });
 
     let started = Instant::now();

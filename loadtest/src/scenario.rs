@@ -28,6 +28,9 @@ pub enum Scenario {
     Lockout,
     /// `GET /healthz`: the HTTP ceiling of the same server, middleware and all.
     Trivial,
+    /// RFC 7662 introspection of hot access tokens by a resource-server client (needs
+    /// `--admin-token` to register the client).
+    Introspect,
 }
 
 /// Mixed-scenario weights, in percent.
@@ -77,6 +80,8 @@ pub struct Plan {
     /// Login requests of the seeded accounts, prepared once.
     pub logins: Vec<Call>,
     pub wrong_password: Call,
+    /// Basic credentials (base64 of `client_id:client_secret`) of the introspecting client.
+    pub client: Option<String>,
 }
 
 pub struct VirtualUser {
@@ -150,6 +155,18 @@ impl VirtualUser {
         let call = Call::with_bearer(method, "/v1/verify", &session.access);
         let outcome = match self.conns[0].send(&call).await {
             Ok((status, _)) if status == 200 || status == 204 => Outcome::Ok,
+            Ok((status, _)) => Outcome::Status(status.as_u16()),
+            Err(e) => transport(e),
+        };
+        recorder.record(due, outcome);
+    }
+
+    async fn introspect(&mut self, recorder: &mut Recorder, due: Instant) {
+        let (Some(session), Some(client)) = (&self.session, &self.plan.client) else { return };
+        let call = Call::post_form("/v1/introspect", client, format!("token={}", session.access));
+        let outcome = match self.conns[0].send(&call).await {
+            Ok((status, body)) if status == 200 && body.starts_with(br#"{"active":true"#) => Outcome::Ok,
+            Ok((status, _)) if status == 200 => Outcome::Violation(format!("user {}: a live token inactive", self.id)),
             Ok((status, _)) => Outcome::Status(status.as_u16()),
             Err(e) => transport(e),
         };
@@ -262,6 +279,7 @@ impl VirtualUser {
             Scenario::Race => self.race(recorder, due).await,
             Scenario::Lockout => self.wrong_password(recorder, due).await,
             Scenario::Trivial => self.trivial(recorder, due).await,
+            Scenario::Introspect => self.introspect(recorder, due).await,
             Scenario::Mixed => {
                 if self.session.is_none() {
                     self.login(recorder, due).await;

@@ -419,14 +419,6 @@ pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     }
 }
 
-/// The public signing keys (RFC 7517). Identical on every node.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
-    responses((status = 200, description = "JWK Set of Ed25519 (OKP) keys", body = Object)))]
-pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    let keys = state.tokens.keyring().current();
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "public, max-age=60")).json(&keys.jwks)
-}
-
 /// OpenID-style discovery (the subset that applies).
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "tokens",
     responses((status = 200, description = "Discovery document", body = Object)))]
@@ -441,6 +433,10 @@ pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
         "userinfo_endpoint": format!("{issuer}/v1/me"),
         "registration_endpoint": format!("{issuer}/v1/users"),
         "verify_endpoint": format!("{issuer}/v1/verify"),
+        "introspection_endpoint": format!("{issuer}/v1/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint": format!("{issuer}/v1/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "token_endpoint_auth_methods_supported": ["none"],
         "grant_types_supported": ["password", "refresh_token"],

@@ -3,7 +3,7 @@
 //! Modules, bottom up: what a request says about its client (`client`, `cookies`, `csrf`,
 //! `request_id`), the state handlers share (`state`), who is calling (`caller`), the session
 //! sequence login and password change share (`session`), the handlers (`auth`, `browser`,
-//! `ops`, and `admin` on the peer listener), and the OpenAPI document (`openapi`).
+//! `keys`, `mfa`, `audit`, `webhooks`, `ops`, and `admin` on the peer listener), and the OpenAPI document (`openapi`).
 
 pub mod admin;
 pub mod audit;
@@ -13,10 +13,12 @@ pub mod caller;
 pub mod client;
 pub mod cookies;
 pub mod csrf;
+pub mod keys;
 pub mod mfa;
 pub mod openapi;
 pub mod ops;
 pub mod request_id;
+pub mod resource;
 pub mod session;
 pub mod state;
 pub mod webhooks;
@@ -38,6 +40,17 @@ fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
     }
 }
 
+/// A malformed, oversized or non-form body of a form endpoint is a 4xx problem.
+fn form_error(error: actix_web::error::UrlencodedError, limit: usize) -> ApiError {
+    use actix_web::error::UrlencodedError;
+    match error {
+        UrlencodedError::Overflow { .. } => ApiError::BadRequest(format!("request body exceeds {limit} bytes")),
+        UrlencodedError::ContentType => ApiError::UnsupportedMediaType,
+        UrlencodedError::Parse(e) => ApiError::BadRequest(format!("invalid form body: {e}")),
+        other => ApiError::BadRequest(format!("unreadable form body: {other}")),
+    }
+}
+
 /// Routes and limits of the public listener.
 pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     cfg.app_data(
@@ -46,13 +59,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             .error_handler(move |e, _| json_error(e, max_body_bytes).into()),
     )
     .app_data(web::PayloadConfig::new(max_body_bytes))
+    .app_data(
+        web::FormConfig::default()
+            .limit(max_body_bytes)
+            .error_handler(move |e, _| form_error(e, max_body_bytes).into()),
+    )
     .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
     .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::metrics))
     .route("/openapi.json", web::get().to(openapi::openapi_json))
-    .route("/.well-known/jwks.json", web::get().to(auth::jwks))
+    .route("/.well-known/jwks.json", web::get().to(keys::jwks))
     .route("/.well-known/openid-configuration", web::get().to(auth::discovery))
     .route("/v1/cluster", web::get().to(ops::cluster))
     .route("/v1/users", web::post().to(auth::register))
@@ -75,7 +93,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .route("/v1/admin/audit", web::get().to(audit::audit_events))
     .route("/v1/admin/webhooks", web::get().to(webhooks::list))
     .route("/v1/admin/webhooks/{name}/deliveries", web::get().to(webhooks::deliveries))
-    .route("/v1/admin/webhooks/{name}/enable", web::post().to(webhooks::enable));
+    .route("/v1/admin/webhooks/{name}/enable", web::post().to(webhooks::enable))
+    .route("/v1/admin/keys", web::get().to(keys::list))
+    .route("/v1/admin/keys/rotate", web::post().to(keys::rotate))
+    .service(
+        web::resource("/v1/admin/clients")
+            .route(web::get().to(resource::list_clients))
+            .route(web::post().to(resource::create_client)),
+    )
+    .route("/v1/admin/clients/{client_id}", web::delete().to(resource::delete_client))
+    .route("/v1/introspect", web::post().to(resource::introspect))
+    .route("/v1/revoke", web::post().to(resource::revoke))
+    .route("/v1/revocations/stream", web::get().to(resource::revocation_stream));
 }
 
 /// Anything unrouted.

@@ -22,6 +22,15 @@ impl Modify for BearerAuth {
             ))),
         );
         components.add_security_scheme(
+            "client",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("A resource-server client's `client_id` and `client_secret` (`tessera clients create`); introspection and revocation also take them as form fields"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "admin",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -44,7 +53,15 @@ impl Modify for BearerAuth {
         crate::http::auth::verify,
         crate::http::auth::verify_head,
         crate::http::auth::me,
-        crate::http::auth::jwks,
+        crate::http::keys::jwks,
+        crate::http::keys::list,
+        crate::http::keys::rotate,
+        crate::http::resource::introspect,
+        crate::http::resource::revoke,
+        crate::http::resource::revocation_stream,
+        crate::http::resource::create_client,
+        crate::http::resource::list_clients,
+        crate::http::resource::delete_client,
         crate::http::auth::discovery,
         crate::http::auth::unlock,
         crate::http::audit::audit_events,

@@ -56,4 +56,9 @@ pub struct AppState {
     pub mfa_issuer: String,
     /// How fresh a session must be for sensitive operations.
     pub step_up: StepUp,
+    /// How long verifiers may cache the JWK Set.
+    pub jwks_max_age_secs: u64,
+    /// Turns true when the node begins to stop: long-lived responses (the revocation stream)
+    /// end then instead of holding the graceful shutdown.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -46,11 +46,17 @@ pub struct ActiveKey {
 pub struct Keys {
     pub active: Option<Arc<ActiveKey>>,
     pub verifying: HashMap<String, DecodingKey>,
-    /// The JWKS document, rendered once per change.
-    pub jwks: serde_json::Value,
+    /// The JWKS document, rendered once per change: every published key (next, active,
+    /// retired), so a verifier's cached copy holds a successor before it signs anything.
+    pub jwks: String,
+    /// A strong validator of `jwks` (quoted, for `ETag`): the same on every node that holds
+    /// the same keys.
+    pub jwks_etag: String,
     /// The issuer recorded when the cluster was initialised (`cluster/issuer`), once known.
     pub issuer: Option<String>,
-    /// (kid, version) of every key plus the active pointer's version: what a reload compares.
+    /// The version of the active-key pointer these keys were loaded with.
+    active_version: Option<u64>,
+    /// (key, version) of every key record and pointer: what a reload compares.
     fingerprint: Vec<(String, u64)>,
 }
 
@@ -68,6 +74,11 @@ pub fn thumbprint(public: &[u8; 32]) -> String {
 
 fn cipher(kek: &[u8; 32]) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(kek.into())
+}
+
+/// A strong `ETag` for a rendered document.
+fn etag(document: &str) -> String {
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&Sha256::digest(document.as_bytes())[..18]))
 }
 
 /// Makes keys sealed under the cluster's key-encryption key.
@@ -91,7 +102,7 @@ pub fn generate(entropy: &dyn Entropy, kek: &[u8; 32], now: Millis) -> SigningKe
     let sealed_private = cipher(kek)
         .encrypt(XNonce::from_slice(&nonce), Payload { msg: &seed, aad: kid.as_bytes() })
         .expect("sealing 32 bytes cannot fail");
-    SigningKey { kid, public, nonce, sealed_private, created_at: now }
+    SigningKey { kid, public, nonce, sealed_private, created_at: now, activated_at: None, retired_at: None }
 }
 
 fn unseal(kek: &[u8; 32], key: &SigningKey) -> Result<[u8; 32], KeyError> {
@@ -107,11 +118,14 @@ fn unseal(kek: &[u8; 32], key: &SigningKey) -> Result<[u8; 32], KeyError> {
 
 impl KeyRing {
     pub fn new(kek: [u8; 32]) -> KeyRing {
+        let jwks = json!({ "keys": [] }).to_string();
         let empty = Keys {
             active: None,
             verifying: HashMap::new(),
-            jwks: json!({ "keys": [] }),
+            jwks_etag: etag(&jwks),
+            jwks,
             issuer: None,
+            active_version: None,
             fingerprint: Vec::new(),
         };
         KeyRing { kek, keys: RwLock::new(Arc::new(empty)), last_reload: Mutex::new(None) }
@@ -130,12 +144,16 @@ impl KeyRing {
         if let Some((_, version)) = &set.active {
             fingerprint.push((keys::ACTIVE_SIGNING_KEY.to_string(), *version));
         }
+        if let Some((_, version)) = &set.next {
+            fingerprint.push((keys::NEXT_SIGNING_KEY.to_string(), *version));
+        }
         if let Some((_, version)) = &set.issuer {
             fingerprint.push((keys::ISSUER.to_string(), *version));
         }
         if fingerprint == self.keys.read().fingerprint {
             return Ok(());
         }
+        let active_version = set.active.as_ref().map(|(_, version)| *version);
         let active_kid = set.active.map(|(kid, _)| kid);
         let issuer = set.issuer.map(|(issuer, _)| issuer);
         let mut verifying = HashMap::new();
@@ -157,9 +175,39 @@ impl KeyRing {
             }));
         }
         tracing::info!(keys = published.len(), active = ?active_kid, issuer = ?issuer, "signing keys loaded");
-        *self.keys.write() =
-            Arc::new(Keys { active: signing, verifying, jwks: json!({ "keys": published }), issuer, fingerprint });
+        let jwks = json!({ "keys": published }).to_string();
+        *self.keys.write() = Arc::new(Keys {
+            active: signing,
+            verifying,
+            jwks_etag: etag(&jwks),
+            jwks,
+            issuer,
+            active_version,
+            fingerprint,
+        });
         Ok(())
+    }
+
+    /// The keys with the active key the replica names now: reloaded first if the active
+    /// pointer moved since the last load (an immediate rotation applied a moment ago), so no
+    /// token is signed with a key the replica has already replaced. One lookup otherwise.
+    pub fn signing(&self, replica: &dyn Replicator) -> Arc<Keys> {
+        let current = self.current();
+        if matches!(replica.version(keys::ACTIVE_SIGNING_KEY), Ok(version) if version == current.active_version) {
+            return current;
+        }
+        if let Err(e) = self.reload(replica) {
+            tracing::error!(error = %e, "reloading signing keys failed");
+        }
+        self.current()
+    }
+
+    /// The keys as the replica holds them now (reloaded if any key record changed).
+    pub fn published(&self, replica: &dyn Replicator) -> Arc<Keys> {
+        if let Err(e) = self.reload(replica) {
+            tracing::error!(error = %e, "reloading signing keys failed");
+        }
+        self.current()
     }
 
     /// Reloads at most once per `every` (for unknown `kid`s presented by clients).

@@ -277,6 +277,11 @@ pub fn shared_secrets(settings: &mut Settings) {
 
 /// `n` nodes in this process, forming one cluster with node 1 as the initial leader.
 pub async fn spawn_cluster(n: u64) -> Vec<TestApp> {
+    spawn_cluster_with(n, |_| {}).await
+}
+
+/// Like [`spawn_cluster`], with every node's settings adjusted by `tune`.
+pub async fn spawn_cluster_with(n: u64, tune: impl Fn(&mut Settings)) -> Vec<TestApp> {
     let mut apps = Vec::new();
     for id in 1..=n {
         let dir = tempfile::tempdir().unwrap();
@@ -284,6 +289,7 @@ pub async fn spawn_cluster(n: u64) -> Vec<TestApp> {
         settings.node_id = id;
         settings.bootstrap = false;
         shared_secrets(&mut settings);
+        tune(&mut settings);
         tessera::telemetry::init(&settings.log, settings.log_format);
         let node = tokio::task::spawn_blocking(move || Node::start(settings)).await.unwrap().expect("node starts");
         let address = format!("http://{}", node.public_addr());

@@ -117,6 +117,73 @@ pub enum Event {
         session: FamilyId,
         second_factor: bool,
     },
+    /// A signing key was published as the active key's successor (it signs nothing yet).
+    KeyPublished {
+        kid: String,
+    },
+    /// A signing key began to sign.
+    KeyActivated {
+        kid: String,
+        rotation: KeyRotation,
+    },
+    /// A signing key stopped signing; it stays published until its last token expires.
+    KeyRetired {
+        kid: String,
+    },
+    /// A signing key left the key set: tokens it signed no longer verify anywhere.
+    KeyRemoved {
+        kid: String,
+        reason: KeyRemoval,
+    },
+    /// A resource-server client was registered (introspection, revocation).
+    ClientCreated {
+        client: String,
+    },
+    ClientDeleted {
+        client: String,
+    },
+}
+
+/// Why a key began to sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRotation {
+    /// The cluster's first key.
+    First,
+    /// The schedule replaced the previous key.
+    Scheduled,
+    /// An operator rotated at once, keeping the previous key as retired.
+    Immediate,
+    /// An operator rotated at once and revoked the previous key.
+    Emergency,
+}
+
+impl KeyRotation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRotation::First => "first",
+            KeyRotation::Scheduled => "scheduled",
+            KeyRotation::Immediate => "immediate",
+            KeyRotation::Emergency => "emergency",
+        }
+    }
+}
+
+/// Why a key left the key set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRemoval {
+    /// Retired long enough that every token it signed has expired.
+    Expired,
+    /// Revoked by an emergency rotation.
+    Revoked,
+}
+
+impl KeyRemoval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRemoval::Expired => "expired",
+            KeyRemoval::Revoked => "revoked",
+        }
+    }
 }
 
 /// One value of an event's `changes`.
@@ -155,6 +222,12 @@ impl Event {
             Event::RecoveryCodesRegenerated { .. } => "mfa.recovery_codes_regenerated",
             Event::RecoveryCodeUsed { .. } => "mfa.recovery_code_used",
             Event::Reauthenticated { .. } => "session.reauthenticated",
+            Event::KeyPublished { .. } => "key.published",
+            Event::KeyActivated { .. } => "key.activated",
+            Event::KeyRetired { .. } => "key.retired",
+            Event::KeyRemoved { .. } => "key.removed",
+            Event::ClientCreated { .. } => "client.created",
+            Event::ClientDeleted { .. } => "client.deleted",
         }
     }
 
@@ -176,6 +249,12 @@ impl Event {
             | Event::RecoveryCodeUsed { user, .. }
             | Event::Reauthenticated { user, .. } => Some(*user),
             Event::LoginFailed { user, .. } => *user,
+            Event::KeyPublished { .. }
+            | Event::KeyActivated { .. }
+            | Event::KeyRetired { .. }
+            | Event::KeyRemoved { .. }
+            | Event::ClientCreated { .. }
+            | Event::ClientDeleted { .. } => None,
         }
     }
 
@@ -196,7 +275,40 @@ impl Event {
             | Event::LoginFailed { .. }
             | Event::AccountLocked { .. }
             | Event::AccountUnlocked { .. }
-            | Event::PasswordChanged { .. } => None,
+            | Event::PasswordChanged { .. }
+            | Event::KeyPublished { .. }
+            | Event::KeyActivated { .. }
+            | Event::KeyRetired { .. }
+            | Event::KeyRemoved { .. }
+            | Event::ClientCreated { .. }
+            | Event::ClientDeleted { .. } => None,
+        }
+    }
+
+    /// What the event is about when it is neither a session nor an account: its resource type
+    /// and id (a signing key, a client).
+    pub fn resource(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Event::KeyPublished { kid }
+            | Event::KeyActivated { kid, .. }
+            | Event::KeyRetired { kid }
+            | Event::KeyRemoved { kid, .. } => Some(("signing_key", kid)),
+            Event::ClientCreated { client } | Event::ClientDeleted { client } => Some(("client", client)),
+            Event::UserRegistered { .. }
+            | Event::LoginSucceeded { .. }
+            | Event::LoginFailed { .. }
+            | Event::AccountLocked { .. }
+            | Event::AccountUnlocked { .. }
+            | Event::SessionCreated { .. }
+            | Event::SessionRevoked { .. }
+            | Event::ReplayDetected { .. }
+            | Event::PasswordChanged { .. }
+            | Event::DeviceMismatchRefused { .. }
+            | Event::TotpEnrolled { .. }
+            | Event::TotpDisabled { .. }
+            | Event::RecoveryCodesRegenerated { .. }
+            | Event::RecoveryCodeUsed { .. }
+            | Event::Reauthenticated { .. } => None,
         }
     }
 
@@ -217,7 +329,13 @@ impl Event {
             | Event::TotpDisabled { .. }
             | Event::RecoveryCodesRegenerated { .. }
             | Event::RecoveryCodeUsed { .. }
-            | Event::Reauthenticated { .. } => None,
+            | Event::Reauthenticated { .. }
+            | Event::KeyPublished { .. }
+            | Event::KeyActivated { .. }
+            | Event::KeyRetired { .. }
+            | Event::KeyRemoved { .. }
+            | Event::ClientCreated { .. }
+            | Event::ClientDeleted { .. } => None,
         }
     }
 
@@ -246,6 +364,12 @@ impl Event {
             Event::PasswordChanged { others_revoked, .. } => vec![("others_revoked", Change::Flag(*others_revoked))],
             Event::RecoveryCodeUsed { remaining, .. } => vec![("remaining", Change::Number(u64::from(*remaining)))],
             Event::Reauthenticated { second_factor, .. } => vec![("second_factor", Change::Flag(*second_factor))],
+            Event::KeyActivated { rotation, .. } => vec![("rotation", Change::Text(rotation.as_str()))],
+            Event::KeyRemoved { reason, .. } => vec![("reason", Change::Text(reason.as_str()))],
+            Event::KeyPublished { .. }
+            | Event::KeyRetired { .. }
+            | Event::ClientCreated { .. }
+            | Event::ClientDeleted { .. } => Vec::new(),
             Event::UserRegistered { .. }
             | Event::LoginSucceeded { .. }
             | Event::SessionCreated { .. }

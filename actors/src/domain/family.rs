@@ -88,6 +88,8 @@ pub enum RevokeReason {
     LogoutAll,
     /// "Log out every other session".
     LogoutOthers,
+    /// A resource server revoked one of the session's tokens (RFC 7009).
+    Revocation,
 }
 
 impl RevokeReason {
@@ -100,6 +102,7 @@ impl RevokeReason {
             RevokeReason::PasswordChange => "password_change",
             RevokeReason::LogoutAll => "logout_all",
             RevokeReason::LogoutOthers => "logout_others",
+            RevokeReason::Revocation => "revocation",
         }
     }
 }
@@ -297,6 +300,12 @@ impl Family {
         let deadline = self.idle_deadline.min(self.absolute_deadline);
         let ended = self.revoked.map_or(deadline, |revocation| revocation.at.min(deadline));
         now >= ended.saturating_add(policy.retention)
+    }
+
+    /// Whether a refresh token of `generation` (already known to be genuine) would rotate now:
+    /// the family is live and the token is its current one. What introspection calls active.
+    pub fn honours_refresh(&self, generation: Generation, now: Millis) -> bool {
+        self.is_live(now) && generation == self.generation
     }
 
     /// Decides what a presented refresh token does to this family (see the module diagram).

@@ -3,6 +3,7 @@
 //! No clock, randomness, IO, async, actix or openraft in here. Outcomes are enum values,
 //! matched without `_` arms, so a new outcome is a compile error wherever it matters.
 
+pub mod client;
 pub mod device;
 pub mod email;
 pub mod event;
@@ -20,9 +21,10 @@ pub mod throttle;
 pub mod time;
 pub mod webhook;
 
+pub use client::{Client, ClientId, ClientName, ClientSecret};
 pub use device::DeviceHash;
 pub use email::{Email, EmailError};
-pub use event::{Change, Event, LoginFailure};
+pub use event::{Change, Event, KeyRemoval, KeyRotation, LoginFailure};
 pub use family::{
     AccessVerdict, Amr, DeviceBinding, EndVerdict, Family, Opening, RefreshVerdict, Revocation, RevokeReason,
     RevokeVerdict, SessionPolicy,
@@ -31,7 +33,7 @@ pub use guard::{Attempt, LockoutPolicy, LoginGuard, PermitVerdict, ReportVerdict
 pub use identity::{CapAction, CapVerdict, Identity, LoginVerdict, SessionCap};
 pub use ids::{FamilyId, Generation, UserId};
 pub use ip::IpPrefix;
-pub use keys::{KeyPlan, KeyRecords};
+pub use keys::{KeyPlan, KeyPolicy, KeyRecords, KeyState, KeyStatus, KeyView, RotateDecision, Successor};
 pub use login::{
     ChallengeDecision, ChangeDecision, Checked, Live, LoginDecision, LoginPolicy, NewSession, Presented,
     ReauthDecision, RefusalTally, RegisterDecision, Reproof, SecondFactorDecision, Tallied, Verified,

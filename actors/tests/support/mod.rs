@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tessera_actors::domain::{LockoutPolicy, Millis, Pepper, SessionCap, SessionPolicy};
+use tessera_actors::domain::{KeyPolicy, LockoutPolicy, Millis, Pepper, SessionCap, SessionPolicy};
+use tessera_actors::keys::{KeyMaker, SigningPolicy};
 use tessera_actors::ports::{Clock, Entropy, ReplicaError, Replicator, Write, WriteOutcome};
+use tessera_actors::record::SigningKey;
 use tessera_actors::{ActorContext, AuditPolicy, Domain, Record, Registry, ThrottlePolicy};
 
 pub struct FakeClock(AtomicU64);
@@ -153,6 +155,25 @@ pub struct World {
     pub domain: Domain,
 }
 
+/// Makes keys named `k1`, `k2`, … (the sealed half is a placeholder: these tests never sign).
+#[derive(Default)]
+pub struct CountingKeys(pub AtomicU64);
+
+impl KeyMaker for CountingKeys {
+    fn generate(&self, now: Millis) -> SigningKey {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        SigningKey {
+            kid: format!("k{n}"),
+            public: [n as u8; 32],
+            nonce: [0; 24],
+            sealed_private: vec![0; 48],
+            created_at: now,
+            activated_at: None,
+            retired_at: None,
+        }
+    }
+}
+
 /// A leader in term 1 with default policies. Must run inside an actix System.
 pub fn world() -> World {
     world_with(|_| {})
@@ -174,6 +195,7 @@ pub fn world_with(tune: impl FnOnce(&mut ActorContext)) -> World {
         throttle: ThrottlePolicy::default(),
         audit: AuditPolicy { cluster_pii_key: [9; 32], max_backlog: 100_000 },
         factors: tessera_actors::factor_keys::FactorKeys::new([10; 32], [11; 32]),
+        signing: SigningPolicy { maker: Arc::new(CountingKeys::default()), schedule: KeyPolicy::default() },
     };
     tune(&mut cx);
     let cx = Arc::new(cx);
