@@ -316,7 +316,7 @@ fn signing_key(app: &TestApp) -> (String, SigningKey) {
     let secrets: BTreeMap<String, String> = toml::from_str(&text).unwrap();
     let kek: [u8; 32] = B64.decode(&secrets["key_encryption_key"]).unwrap().try_into().unwrap();
     let (_, stored) = app.node().cluster().scan_prefix("sigkey/").unwrap().remove(0);
-    let Record::SigningKey(key) = stored.value else { panic!("not a signing key") };
+    let Record::LifecycleKey(key, _) = stored.value else { panic!("not a signing key") };
     let seed = chacha20poly1305::XChaCha20Poly1305::new(&kek.into())
         .decrypt(
             chacha20poly1305::XNonce::from_slice(&key.nonce),

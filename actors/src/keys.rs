@@ -22,7 +22,7 @@ use crate::domain::{
 use crate::operation::Operation;
 use crate::ports::{Replicator, Write, WriteOutcome};
 use crate::protocol::ActorError;
-use crate::record::{Record, SigningKey, keys};
+use crate::record::{KeyLife, Record, SigningKey, keys};
 use crate::service::Domain;
 
 /// Makes signing keys (implemented at the edge, over ed25519 and the key-encryption key).
@@ -41,8 +41,8 @@ pub struct SigningPolicy {
 /// Every key-related record of the local replica, each with the version that wrote it.
 #[derive(Clone, Debug, Default)]
 pub struct KeySet {
-    /// Each stored key, in kid order.
-    pub keys: Vec<(SigningKey, u64)>,
+    /// Each stored key with its life so far, in kid order.
+    pub keys: Vec<(SigningKey, KeyLife, u64)>,
     /// The active kid.
     pub active: Option<(String, u64)>,
     /// The published successor's kid.
@@ -67,7 +67,9 @@ impl KeySet {
         let mut set = KeySet::default();
         for (key, version, record) in replica.scan(keys::SIGNING_KEY_PREFIX)? {
             match record {
-                Record::SigningKey(signing) => set.keys.push((signing, version)),
+                Record::LifecycleKey(signing, life) => set.keys.push((signing, life, version)),
+                // Written before the lifecycle: active from its creation if it is the active one.
+                Record::SigningKey(signing) => set.keys.push((signing, KeyLife::default(), version)),
                 other => return Err(ActorError::Corrupt(format!("{key} holds {other:?}"))),
             }
         }
@@ -83,11 +85,11 @@ impl KeySet {
             keys: self
                 .keys
                 .iter()
-                .map(|(key, _)| KeyView {
+                .map(|(key, life, _)| KeyView {
                     kid: &key.kid,
                     created_at: key.created_at,
-                    activated_at: key.activated_at,
-                    retired_at: key.retired_at,
+                    activated_at: life.activated_at,
+                    retired_at: life.retired_at,
                 })
                 .collect(),
             active: self.active.as_ref().map(|(kid, _)| kid.as_str()),
@@ -96,10 +98,10 @@ impl KeySet {
         }
     }
 
-    fn key(&self, kid: &str) -> Result<&(SigningKey, u64), ActorError> {
+    fn key(&self, kid: &str) -> Result<&(SigningKey, KeyLife, u64), ActorError> {
         self.keys
             .iter()
-            .find(|(key, _)| key.kid == kid)
+            .find(|(key, _, _)| key.kid == kid)
             .ok_or_else(|| ActorError::Corrupt(format!("signing key {kid} is named but not stored")))
     }
 
@@ -114,12 +116,13 @@ impl KeySet {
             .expect(keys::NEXT_SIGNING_KEY, Self::pointer_version(&self.next))
     }
 
-    /// `kid` begins to sign now (the pointer moves to it; a successor pointer is cleared).
+    /// `key` begins to sign now (the pointer moves to it; a successor pointer is cleared).
     fn activate(&self, write: Write, key: SigningKey, version: Option<u64>, now: Millis) -> Write {
         let kid = key.kid.clone();
+        let life = KeyLife { activated_at: Some(now), retired_at: None };
         let mut write = write
             .expect(keys::signing_key(&kid), version)
-            .put(keys::signing_key(&kid), Record::SigningKey(SigningKey { activated_at: Some(now), ..key }))
+            .put(keys::signing_key(&kid), Record::LifecycleKey(key, life))
             .put(keys::ACTIVE_SIGNING_KEY, Record::ActiveSigningKey(kid));
         if self.next.is_some() {
             write = write.delete(keys::NEXT_SIGNING_KEY);
@@ -129,7 +132,7 @@ impl KeySet {
 
     /// The active key `kid` stops signing: retired (kept until its tokens expire) or removed.
     fn retire(&self, write: Write, kid: &str, revoke: bool, now: Millis) -> Result<(Write, Event), ActorError> {
-        let (key, version) = self.key(kid)?;
+        let (key, life, version) = self.key(kid)?;
         let write = write.expect(keys::signing_key(kid), Some(*version));
         Ok(if revoke {
             (
@@ -137,8 +140,10 @@ impl KeySet {
                 Event::KeyRemoved { kid: kid.to_string(), reason: KeyRemoval::Revoked },
             )
         } else {
-            let retired = SigningKey { retired_at: Some(now), ..key.clone() };
-            (write.put(keys::signing_key(kid), Record::SigningKey(retired)), Event::KeyRetired { kid: kid.to_string() })
+            // A key from before the lifecycle was active from its creation.
+            let life = KeyLife { activated_at: life.activated_at.or(Some(key.created_at)), retired_at: Some(now) };
+            let retired = Record::LifecycleKey(key.clone(), life);
+            (write.put(keys::signing_key(kid), retired), Event::KeyRetired { kid: kid.to_string() })
         })
     }
 }
@@ -216,19 +221,19 @@ pub async fn advance(cx: &ActorContext, this_issuer: &str) -> Result<Option<Adva
             let write = set
                 .pinned()
                 .expect(keys::signing_key(&kid), None)
-                .put(keys::signing_key(&kid), Record::SigningKey(fresh))
+                .put(keys::signing_key(&kid), Record::LifecycleKey(fresh, KeyLife::default()))
                 .put(keys::NEXT_SIGNING_KEY, Record::NextSigningKey(kid.clone()));
             (write, vec![Event::KeyPublished { kid: kid.clone() }], Advanced::Published { kid })
         }
         KeyPlan::Activate { next, retiring } => {
-            let (key, version) = set.key(&next)?;
+            let (key, _, version) = set.key(&next)?;
             let write = set.activate(set.pinned(), key.clone(), Some(*version), now);
             let (write, retired) = set.retire(write, &retiring, false, now)?;
             let events = vec![Event::KeyActivated { kid: next.clone(), rotation: KeyRotation::Scheduled }, retired];
             (write, events, Advanced::Activated { kid: next, retired: retiring })
         }
         KeyPlan::Remove { kid } => {
-            let (_, version) = set.key(&kid)?;
+            let (_, _, version) = set.key(&kid)?;
             let write = set.pinned().expect(keys::signing_key(&kid), Some(*version)).delete(keys::signing_key(&kid));
             (
                 write,
@@ -279,7 +284,7 @@ impl Operation for RotateKeys {
             };
             let (key, version) = match successor {
                 Successor::Published(kid) => {
-                    let (key, version) = set.key(&kid)?;
+                    let (key, _, version) = set.key(&kid)?;
                     (key.clone(), Some(*version))
                 }
                 Successor::Fresh => (cx.signing.maker.generate(now), None),

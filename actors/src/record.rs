@@ -20,7 +20,8 @@ pub enum Record {
     Family(Family),
     /// `ufam/{user_id}/{family_id}` → when the family was created. One per unrevoked family.
     UserFamily(Millis),
-    /// `sigkey/{kid}`
+    /// `sigkey/{kid}` as versions before the key lifecycle wrote it (read, never written: such
+    /// a key was active from its creation).
     SigningKey(SigningKey),
     /// `signing/active` → the kid new access tokens are signed with.
     ActiveSigningKey(String),
@@ -41,6 +42,19 @@ pub enum Record {
     NextSigningKey(String),
     /// `client/{client_id}` → a resource-server client (its secret only as a digest).
     Client(Client),
+    /// `sigkey/{kid}` → a signing key and the moments of its life (see `domain::keys`).
+    LifecycleKey(SigningKey, KeyLife),
+}
+
+/// When a signing key began and stopped signing. A separate value rather than fields of
+/// [`SigningKey`], so keys stored before the lifecycle still decode (values are bincode in the
+/// log and in snapshots, where a field cannot be added to a stored struct).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLife {
+    /// When it began to sign (`None`: it never has).
+    pub activated_at: Option<Millis>,
+    /// When it stopped signing.
+    pub retired_at: Option<Millis>,
 }
 
 /// An Ed25519 signing key. The private half is sealed (XChaCha20-Poly1305 under the cluster
@@ -54,13 +68,6 @@ pub struct SigningKey {
     pub sealed_private: Vec<u8>,
     /// When it was published.
     pub created_at: Millis,
-    /// When it began to sign (`None`: never, or a key from before the lifecycle, which was
-    /// active from its creation).
-    #[serde(default)]
-    pub activated_at: Option<Millis>,
-    /// When it stopped signing.
-    #[serde(default)]
-    pub retired_at: Option<Millis>,
 }
 
 /// Key layout of the replicated store.
@@ -161,6 +168,22 @@ mod tests {
             )),
             Record::EmailIndex(UserId::from_random([5; 16])),
             Record::UserFamily(Millis(7)),
+            Record::LifecycleKey(
+                SigningKey {
+                    kid: "k".into(),
+                    public: [6; 32],
+                    nonce: [7; 24],
+                    sealed_private: vec![8; 48],
+                    created_at: Millis(9),
+                },
+                KeyLife { activated_at: Some(Millis(10)), retired_at: None },
+            ),
+            Record::Client(Client {
+                id: ClientId::from_random([11; 16]),
+                name: crate::domain::ClientName::parse("api").unwrap(),
+                secret_digest: [12; 32],
+                created_at: Millis(13),
+            }),
         ];
         for record in records {
             let json = serde_json::to_string(&record).unwrap();

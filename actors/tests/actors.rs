@@ -11,9 +11,10 @@ use support::*;
 use tessera_actors::address_actor::Register;
 use tessera_actors::audit::Origin;
 use tessera_actors::client_actor::AdmitRegistration;
-use tessera_actors::domain::{DeviceHash, Email, RefreshToken, SessionPolicy, UserId, Verified};
+use tessera_actors::domain::{DeviceHash, Email, Millis, RefreshToken, SessionPolicy, UserId, Verified};
 use tessera_actors::family_actor::{Logout, LogoutAll, Refresh};
 use tessera_actors::identity_actor::{BeginLogin, CompleteLogin, FailLogin};
+use tessera_actors::ports::Clock;
 use tessera_actors::ports::Write;
 use tessera_actors::protocol::{
     ActorError, Admission, ClientContext, LoginOutcome, LoginStart, LoginSubject, LogoutOutcome, RefreshOutcome,
@@ -694,7 +695,6 @@ async fn ten_concurrent_rotations_of_one_key_replace_it_once_and_all_answer_with
 async fn the_schedule_publishes_a_successor_activates_it_on_time_and_removes_the_retired_key_later() {
     use tessera_actors::domain::{KeyPolicy, KeyState};
     use tessera_actors::keys::{Advanced, advance};
-    use tessera_actors::ports::Clock;
     let world = world_with(|cx| {
         cx.signing.schedule = KeyPolicy {
             rotate_every: Duration::from_secs(100),
@@ -721,4 +721,34 @@ async fn the_schedule_publishes_a_successor_activates_it_on_time_and_removes_the
     let records = set.records();
     assert_eq!(records.state("k2"), KeyState::Active);
     assert_eq!(set.keys.len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_key_stored_before_the_lifecycle_is_read_as_active_since_its_creation_and_retired_by_a_rotation() {
+    use tessera_actors::domain::KeyState;
+    use tessera_actors::keys::{RotateKeys, RotateOutcome};
+    use tessera_actors::record::{KeyLife, SigningKey};
+    let world = world();
+    let old = SigningKey {
+        kid: "old".into(),
+        public: [1; 32],
+        nonce: [0; 24],
+        sealed_private: vec![0; 48],
+        created_at: Millis(5),
+    };
+    world.store.apply(
+        Write::default()
+            .put(keys::signing_key("old"), Record::SigningKey(old.clone()))
+            .put(keys::ACTIVE_SIGNING_KEY, Record::ActiveSigningKey("old".into()))
+            .put(keys::ISSUER, Record::Issuer("https://issuer.test".into())),
+    );
+    assert_eq!(key_set(&world).records().state("old"), KeyState::Active);
+
+    let rotated = world.domain.run(RotateKeys { target: "old".into(), revoke: false, origin: Origin::default() }).await;
+    let Ok(RotateOutcome::Rotated { active, .. }) = rotated else { panic!("{rotated:?}") };
+    let set = key_set(&world);
+    let (_, life, _) = set.keys.iter().find(|(k, _, _)| k.kid == "old").unwrap();
+    let now = world.clock.now();
+    assert_eq!(*life, KeyLife { activated_at: Some(Millis(5)), retired_at: Some(now) });
+    assert_eq!(set.records().state(&active), KeyState::Active);
 }

@@ -102,7 +102,7 @@ pub fn generate(entropy: &dyn Entropy, kek: &[u8; 32], now: Millis) -> SigningKe
     let sealed_private = cipher(kek)
         .encrypt(XNonce::from_slice(&nonce), Payload { msg: &seed, aad: kid.as_bytes() })
         .expect("sealing 32 bytes cannot fail");
-    SigningKey { kid, public, nonce, sealed_private, created_at: now, activated_at: None, retired_at: None }
+    SigningKey { kid, public, nonce, sealed_private, created_at: now }
 }
 
 fn unseal(kek: &[u8; 32], key: &SigningKey) -> Result<[u8; 32], KeyError> {
@@ -140,7 +140,7 @@ impl KeyRing {
         *self.last_reload.lock() = Some(Instant::now());
         let set = KeySet::read(replica)?;
         let mut fingerprint: Vec<(String, u64)> =
-            set.keys.iter().map(|(key, version)| (keys::signing_key(&key.kid), *version)).collect();
+            set.keys.iter().map(|(key, _, version)| (keys::signing_key(&key.kid), *version)).collect();
         if let Some((_, version)) = &set.active {
             fingerprint.push((keys::ACTIVE_SIGNING_KEY.to_string(), *version));
         }
@@ -159,7 +159,7 @@ impl KeyRing {
         let mut verifying = HashMap::new();
         let mut published = Vec::new();
         let mut signing = None;
-        for (key, _) in set.keys {
+        for (key, _, _) in set.keys {
             if active_kid.as_deref() == Some(key.kid.as_str()) {
                 let seed = unseal(&self.kek, &key)?;
                 signing = Some(Arc::new(ActiveKey { kid: key.kid.clone(), encoding: EncodingKey::from_ed_der(&seed) }));

@@ -168,8 +168,6 @@ impl KeyMaker for CountingKeys {
             nonce: [0; 24],
             sealed_private: vec![0; 48],
             created_at: now,
-            activated_at: None,
-            retired_at: None,
         }
     }
 }
