@@ -60,10 +60,6 @@ impl Replicator for ClusterReplicator {
         Ok(self.node.get(key).map_err(corrupt)?.map(|v| (v.version, v.value)))
     }
 
-    fn version(&self, key: &str) -> Result<Option<u64>, ReplicaError> {
-        Ok(self.node.version(key))
-    }
-
     fn scan_page(
         &self,
         prefix: &str,

@@ -140,7 +140,8 @@ impl Node {
         let confirm_timeout = Duration::from_millis(settings.raft.election_timeout_max_ms);
         let replica: Arc<dyn Replicator> =
             Arc::new(ClusterReplicator::new(cluster.clone(), confirm_timeout, max_staleness));
-        let keyring = Arc::new(KeyRing::new(secrets.key_encryption_key));
+        let keyring =
+            Arc::new(KeyRing::new(secrets.key_encryption_key, Some(cluster.watch_prefixes(&KeyRing::WATCHED))));
         keyring.reload(&*replica)?;
         let issuer = settings.issuer(&info.public_addr);
         let tokens = Arc::new(AccessTokens::new(

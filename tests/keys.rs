@@ -243,3 +243,62 @@ async fn a_verifier_with_a_cached_key_set_never_meets_an_unknown_kid_through_sch
     assert!(activations.len() >= 3, "{events}");
     assert!(activations.iter().all(|e| e["actor"]["type"] == "system" && e["resource_type"] == "signing_key"));
 }
+
+/// `tessera keys` and `tessera clients` against a running node, as an operator uses them.
+#[tokio::test]
+async fn the_cli_lists_and_rotates_keys_and_manages_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path().join("data"));
+    with_admin(&mut settings);
+    let app = TestApp::spawn_with(dir, settings).await;
+    let url = app.address.clone();
+    let cli = move |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .args(["--url", &url])
+            .env("TESSERA_ADMIN_TOKEN", ADMIN)
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let before = kids_in("active", &keys(&app).await).remove(0);
+
+    let run = |args: Vec<&'static str>| {
+        let cli = cli.clone();
+        tokio::task::spawn_blocking(move || cli(&args))
+    };
+    let (ok, listed) = run(vec!["keys", "list"]).await.unwrap();
+    assert!(ok && listed.contains(&before) && listed.contains("active"), "{listed}");
+    let (ok, rotated) = run(vec!["keys", "rotate", "--revoke-current"]).await.unwrap();
+    assert!(ok && rotated.starts_with(&format!("revoked {before} → ")), "{rotated}");
+    let after = kids_in("active", &keys(&app).await).remove(0);
+    assert_ne!(after, before);
+    assert!(!keys(&app).await.to_string().contains(&before), "the revoked key is gone");
+
+    let (ok, created) = run(vec!["clients", "create", "--name", "cli api"]).await.unwrap();
+    assert!(ok, "{created}");
+    let id = created.lines().find_map(|l| l.strip_prefix("client_id=")).unwrap().to_string();
+    let secret = created.lines().find_map(|l| l.strip_prefix("client_secret=")).unwrap().to_string();
+    let session = app.session("cli@example.com").await;
+    let introspected: Value = app
+        .client
+        .post(app.url("/v1/introspect"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", session["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
+    let (ok, listed) = run(vec!["clients", "list"]).await.unwrap();
+    assert!(ok && listed.contains(&id) && listed.contains("cli api") && !listed.contains(&secret), "{listed}");
+    let delete = {
+        let (cli, id) = (cli.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cli(&["clients", "delete", "--id", &id])).await.unwrap()
+    };
+    assert!(delete.0, "{}", delete.1);
+    let (_, listed) = run(vec!["clients", "list"]).await.unwrap();
+    assert!(!listed.contains(&id));
+}

@@ -88,11 +88,6 @@ pub trait Replicator: Send + Sync + 'static {
     /// The local replica's value of `key` and its version.
     fn read(&self, key: &str) -> Result<Option<(u64, Record)>, ReplicaError>;
 
-    /// The version of `key` in the local replica, if it is live (no value is decoded).
-    fn version(&self, key: &str) -> Result<Option<u64>, ReplicaError> {
-        Ok(self.read(key)?.map(|(version, _)| version))
-    }
-
     /// Every live key under `prefix` in the local replica, in key order.
     fn scan(&self, prefix: &str) -> Result<Vec<(String, u64, Record)>, ReplicaError> {
         self.scan_page(prefix, None, usize::MAX)

@@ -268,9 +268,12 @@ impl<V: StoreValue> ClusterNode<V> {
         found.map(|(version, bytes)| Ok(Versioned { version, value: decode_value(&bytes)? })).transpose()
     }
 
-    /// The version of `key` in this node's replica, if it is live (nothing is decoded).
-    pub fn version(&self, key: &str) -> Option<Version> {
-        self.inner.sm.state.read().get(key).map(|(version, _)| version)
+    /// A counter that grows whenever this replica applies a write to a key under one of
+    /// `prefixes`, or replaces its whole state (a snapshot): one atomic load tells a derived
+    /// view whether to rebuild. Bumped under the state's write lock, so after seeing a new
+    /// count a read of the replica sees the change.
+    pub fn watch_prefixes(&self, prefixes: &[&str]) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner.sm.watch(prefixes)
     }
 
     /// Live entries whose key starts with `prefix`, in key order.

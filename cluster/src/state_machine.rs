@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use openraft::EntryPayload;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use parking_lot::{Mutex, RwLock};
 
 use crate::kv::{Image, KvState};
-use crate::types::{Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{Applied, Command, Entry, LogId, RawOp, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const CURRENT: &str = "current.snap";
 
@@ -31,6 +32,51 @@ pub(crate) struct Shared {
     /// Serializes writers of `current.snap` (a build and an install may overlap).
     file_lock: tokio::sync::Mutex<()>,
     seq: AtomicU64,
+    /// Change counters of watched key prefixes (see [`Shared::watch`]).
+    watched: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+}
+
+impl Shared {
+    /// A counter that grows whenever an applied entry writes a key under one of `prefixes`
+    /// (or the whole state is replaced: a snapshot installed or restored). Bumped while the
+    /// write lock is held, so a reader that sees the new count and then reads the state sees
+    /// the change. Lets callers keep a derived view (say, the signing keys) and check it is
+    /// current with one atomic load instead of a read of the state.
+    pub(crate) fn watch(&self, prefixes: &[&str]) -> Arc<AtomicU64> {
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut watched = self.watched.lock();
+        for prefix in prefixes {
+            watched.push((prefix.to_string(), Arc::clone(&counter)));
+        }
+        counter
+    }
+
+    fn touched(&self, entries: &[Entry]) {
+        let watched = self.watched.lock();
+        if watched.is_empty() {
+            return;
+        }
+        for entry in entries {
+            let EntryPayload::Normal(Command::Txns(txns)) = &entry.payload else { continue };
+            for op in txns.iter().flat_map(|txn| &txn.ops) {
+                let key = match op {
+                    RawOp::Put { key, .. } | RawOp::Delete { key } => key,
+                    RawOp::Append { .. } => continue,
+                };
+                for (prefix, counter) in watched.iter() {
+                    if key.starts_with(prefix.as_str()) {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+    }
+
+    fn touched_all(&self) {
+        for (_, counter) in self.watched.lock().iter() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 pub struct StateMachine {
@@ -113,6 +159,7 @@ impl StateMachine {
                 current_at: Mutex::new(written),
                 file_lock: tokio::sync::Mutex::new(()),
                 seq: AtomicU64::new(0),
+                watched: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -120,7 +167,11 @@ impl StateMachine {
     /// Replaces the state with one rebuilt from the durable store and makes it the current snapshot.
     pub(crate) async fn restore(&self, meta: SnapshotMeta, state: KvState) -> Result<(), StorageError> {
         let image = state.image();
-        *self.shared.state.write() = state;
+        {
+            let mut current = self.shared.state.write();
+            *current = state;
+            self.shared.touched_all();
+        }
         self.shared.persist(meta, image).await
     }
 
@@ -189,7 +240,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let mut state = self.shared.state.write();
+        self.shared.touched(&entries);
         Ok(entries.into_iter().map(|entry| state.apply(entry)).collect())
     }
 
@@ -232,7 +285,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )));
         }
         let image = state.image();
-        *self.shared.state.write() = state;
+        {
+            let mut current = self.shared.state.write();
+            *current = state;
+            self.shared.touched_all();
+        }
         self.shared.persist(meta.clone(), image).await?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())

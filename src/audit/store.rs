@@ -174,6 +174,12 @@ impl AuditStore {
 
     /// Up to `filter.limit` flushed audit entries that pass `filter`, in `seq` order, and the
     /// last `seq` the store holds (entries after it are still only in the replicas).
+    ///
+    /// The head is read first and the entries are bounded by it: a flush commits its entries
+    /// and the head together, so every entry up to that head is there to read, and a flush
+    /// committed between the two reads adds nothing past the head returned. (Read the other
+    /// way round, a flush in between would return a head past entries that were not read —
+    /// the caller would then skip them.)
     pub async fn page(&self, filter: &Filter) -> Result<(Vec<Entry>, u64), StoreError> {
         let dialect = self.dialect();
         let mut sql =
@@ -195,8 +201,10 @@ impl AuditStore {
         if filter.until.is_some() {
             next(&mut sql, format!("{} <", dialect.at()));
         }
-        sql.push_str(&format!(" ORDER BY seq LIMIT ${}", n + 1));
+        sql.push_str(&format!(" AND seq <= ${} ORDER BY seq LIMIT ${}", n + 1, n + 2));
         on!(&self.pools, read pool => {
+            let stored: Option<(i64, Vec<u8>)> = sqlx::query_as(HEAD).bind("audit").fetch_optional(pool).await?;
+            let stored = head(stored)?.map_or(0, |(seq, _)| seq);
             let mut query = sqlx::query_as::<_, (i64, Vec<u8>, Vec<u8>, String)>(&sql).bind(filter.after as i64);
             for text in [&filter.user_id, &filter.action].into_iter().flatten() {
                 query = query.bind(text.clone());
@@ -204,10 +212,9 @@ impl AuditStore {
             for at in [filter.since, filter.until].into_iter().flatten() {
                 query = query.bind(at as i64);
             }
-            let rows = query.bind(filter.limit as i64).fetch_all(pool).await?;
-            let stored: Option<(i64, Vec<u8>)> = sqlx::query_as(HEAD).bind("audit").fetch_optional(pool).await?;
+            let rows = query.bind(stored as i64).bind(filter.limit as i64).fetch_all(pool).await?;
             let entries = rows.into_iter().map(entry).collect::<Result<Vec<_>, _>>()?;
-            Ok((entries, head(stored)?.map_or(0, |(seq, _)| seq)))
+            Ok((entries, stored))
         })
     }
 

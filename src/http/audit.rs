@@ -95,6 +95,40 @@ impl TryFrom<AuditQuery> for Filter {
     }
 }
 
+/// Reads of the store and of the replica that a flush interleaved with before they joined up.
+const PAGE_ATTEMPTS: usize = 3;
+
+/// One page of the trail: flushed entries from the store, then (if the page has room) those
+/// the replica holds after them. A flush and its compaction may land between the two reads:
+/// then the replica no longer holds what follows the store's head as it was read, and the
+/// page is read again rather than skip those entries.
+async fn trail_page(state: &AppState, filter: &Filter) -> Result<Vec<Entry>, ApiError> {
+    for _ in 0..PAGE_ATTEMPTS {
+        let (mut entries, stored) =
+            state.audit.page(filter.clone()).await.map_err(|e| ApiError::unavailable_because(Unavailable::Store, e))?;
+        if entries.len() == filter.limit {
+            return Ok(entries);
+        }
+        let from = stored.max(filter.after);
+        let pending = state.node.stream_entries(audit::STREAM, from, usize::MAX);
+        let joined = match pending.first() {
+            Some(first) => first.seq == from + 1,
+            None => state.node.stream_head(audit::STREAM).last <= from,
+        };
+        if !joined {
+            continue;
+        }
+        let more = pending.into_iter().filter_map(|e| {
+            let record: serde_json::Value = serde_json::from_str(&e.text).ok()?;
+            filter.admits(e.seq, &record).then(|| Entry::from(e))
+        });
+        let room = filter.limit - entries.len();
+        entries.extend(more.take(room));
+        return Ok(entries);
+    }
+    Err(ApiError::unavailable(Unavailable::Store))
+}
+
 /// The audit trail (administrators).
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin",
     params(AuditQuery),
@@ -112,18 +146,7 @@ pub async fn audit_events(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token)?;
     let filter = Filter::try_from(query.into_inner())?;
-    let (mut entries, stored) =
-        state.audit.page(filter.clone()).await.map_err(|e| ApiError::unavailable_because(Unavailable::Store, e))?;
-    if entries.len() < filter.limit {
-        // Recorded but not flushed yet: from the replica, after what the store holds.
-        let pending = state.node.stream_entries(audit::STREAM, stored.max(filter.after), usize::MAX);
-        let more = pending.into_iter().filter_map(|e| {
-            let record: serde_json::Value = serde_json::from_str(&e.text).ok()?;
-            filter.admits(e.seq, &record).then(|| Entry::from(e))
-        });
-        let room = filter.limit - entries.len();
-        entries.extend(more.take(room));
-    }
+    let entries = trail_page(&state, &filter).await?;
     let events = entries
         .iter()
         .map(|entry| view::event(entry, &*state.replica, &state.audit_pii_key))

@@ -20,7 +20,6 @@ use sha2::{Digest, Sha256};
 use tessera_actors::domain::{Amr, FamilyId, Generation, Millis, UserId};
 use tessera_actors::ports::Replicator;
 use tessera_actors::protocol::SessionGrant;
-use tessera_actors::record::keys;
 use utoipa::ToSchema;
 
 use super::keyring::{KeyRing, Keys};
@@ -93,6 +92,8 @@ pub struct Verified {
     pub family: FamilyId,
     /// The key that signed it: the token stands only while that key is published.
     pub kid: String,
+    /// The key ring's generation it was verified under.
+    pub generation: u64,
 }
 
 /// Verified tokens by SHA-256 of the token. Sharded; a full shard is simply emptied.
@@ -195,12 +196,12 @@ impl AccessTokens {
 
     /// The published keys as the local replica holds them now (the JWK Set).
     pub fn published_keys(&self) -> Arc<Keys> {
-        self.keyring.published(&*self.replica)
+        self.keyring.fresh(&*self.replica)
     }
 
     /// Signs an access token for `grant` with the active key.
     pub fn mint(&self, grant: &SessionGrant, now: Millis, jti: [u8; 16]) -> Result<String, TokenError> {
-        let keys = self.keyring.signing(&*self.replica);
+        let keys = self.keyring.fresh(&*self.replica);
         let Some(active) = keys.active.clone() else {
             self.keyring.reload_if_stale(&*self.replica, Duration::from_millis(200));
             return Err(TokenError::NoSigningKey);
@@ -231,8 +232,13 @@ impl AccessTokens {
             return Err(TokenError::Invalid("too long"));
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // The ring is current with the replica (an emergency rotation applied here a moment
+        // ago has already removed the old key from it), so a verification cached under an
+        // older ring stands only if its key is still there.
+        let keys = self.keyring.fresh(&*self.replica);
         if let Some(verified) = self.cache.get(&digest, now.as_secs()) {
-            return if self.published(&verified.kid) { Ok(verified) } else { Err(TokenError::Invalid("revoked key")) };
+            let published = verified.generation == keys.generation || keys.verifying.contains_key(&verified.kid);
+            return if published { Ok(verified) } else { Err(TokenError::Invalid("revoked key")) };
         }
         let header = decode_header(token).map_err(|_| TokenError::Invalid("malformed header"))?;
         if header.alg != Algorithm::EdDSA {
@@ -242,19 +248,9 @@ impl AccessTokens {
             return Err(TokenError::Invalid("type"));
         }
         let kid = header.kid.filter(|k| k.len() <= MAX_KID_LEN).ok_or(TokenError::Invalid("kid"))?;
-        let key = match self.keyring.current().verifying.get(&kid) {
-            Some(key) => key.clone(),
-            // A key activated moments ago (an immediate rotation) may be applied to this
-            // replica and not yet loaded into the ring: load it now. A kid the replica does
-            // not hold costs one lookup and never a reload.
-            None if self.published(&kid) => {
-                if let Err(e) = self.keyring.reload(&*self.replica) {
-                    tracing::error!(error = %e, "reloading signing keys failed");
-                }
-                self.keyring.current().verifying.get(&kid).cloned().ok_or(TokenError::Invalid("unknown kid"))?
-            }
-            None => return Err(TokenError::Invalid("unknown kid")),
-        };
+        // A kid the current ring lacks is no key of this cluster: the ring follows every
+        // write to the key records as this replica applies it.
+        let key = keys.verifying.get(&kid).cloned().ok_or(TokenError::Invalid("unknown kid"))?;
         let data = decode::<AccessClaims>(token, &key, &self.validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
             _ => TokenError::Invalid("signature or claims"),
@@ -266,18 +262,8 @@ impl AccessTokens {
         let (Some(user), Some(family)) = (claims.user(), claims.family()) else {
             return Err(TokenError::Invalid("sub or sid"));
         };
-        // The ring reloads a moment after the replica changes; the replica itself says at
-        // once whether a key was revoked (removed) meanwhile, on every node.
-        if !self.published(&kid) {
-            return Err(TokenError::Invalid("revoked key"));
-        }
-        let verified = Arc::new(Verified { claims, user, family, kid });
+        let verified = Arc::new(Verified { claims, user, family, kid, generation: keys.generation });
         self.cache.put(digest, Arc::clone(&verified));
         Ok(verified)
-    }
-
-    /// Whether the local replica holds the key `kid` (next, active or retired).
-    fn published(&self, kid: &str) -> bool {
-        matches!(self.replica.version(&keys::signing_key(kid)), Ok(Some(_)))
     }
 }

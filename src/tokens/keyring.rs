@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -54,8 +55,9 @@ pub struct Keys {
     pub jwks_etag: String,
     /// The issuer recorded when the cluster was initialised (`cluster/issuer`), once known.
     pub issuer: Option<String>,
-    /// The version of the active-key pointer these keys were loaded with.
-    active_version: Option<u64>,
+    /// Grows with every rebuild that changed something: a verification cached under an
+    /// older generation checks that its key is still published.
+    pub generation: u64,
     /// (key, version) of every key record and pointer: what a reload compares.
     fingerprint: Vec<(String, u64)>,
 }
@@ -64,6 +66,11 @@ pub struct KeyRing {
     kek: [u8; 32],
     keys: RwLock<Arc<Keys>>,
     last_reload: Mutex<Option<Instant>>,
+    /// Grows whenever the replica applies a write to a key record or pointer (see
+    /// `ClusterNode::watch_prefixes`); `None` in tests without a cluster.
+    changes: Option<Arc<AtomicU64>>,
+    /// The value of `changes` the current keys were loaded after.
+    seen: AtomicU64,
 }
 
 /// RFC 7638 JWK thumbprint of an Ed25519 public key.
@@ -117,7 +124,12 @@ fn unseal(kek: &[u8; 32], key: &SigningKey) -> Result<[u8; 32], KeyError> {
 }
 
 impl KeyRing {
-    pub fn new(kek: [u8; 32]) -> KeyRing {
+    /// The prefixes whose writes [`KeyRing::fresh`] must notice.
+    pub const WATCHED: [&'static str; 3] = [keys::SIGNING_KEY_PREFIX, "signing/", keys::ISSUER];
+
+    /// A ring that rebuilds itself when `changes` (a counter of writes to [`Self::WATCHED`])
+    /// moves.
+    pub fn new(kek: [u8; 32], changes: Option<Arc<AtomicU64>>) -> KeyRing {
         let jwks = json!({ "keys": [] }).to_string();
         let empty = Keys {
             active: None,
@@ -125,10 +137,33 @@ impl KeyRing {
             jwks_etag: etag(&jwks),
             jwks,
             issuer: None,
-            active_version: None,
+            generation: 0,
             fingerprint: Vec::new(),
         };
-        KeyRing { kek, keys: RwLock::new(Arc::new(empty)), last_reload: Mutex::new(None) }
+        KeyRing {
+            kek,
+            keys: RwLock::new(Arc::new(empty)),
+            last_reload: Mutex::new(None),
+            changes,
+            seen: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The keys as the local replica holds them now: rebuilt first if the replica applied a
+    /// write to a key record since the last load (a rotation or revocation a moment ago).
+    /// One atomic load when nothing changed, so the request paths can call it every time.
+    pub fn fresh(&self, replica: &dyn Replicator) -> Arc<Keys> {
+        if let Some(changes) = &self.changes {
+            let now = changes.load(Ordering::SeqCst);
+            if now != self.seen.load(Ordering::SeqCst) {
+                match self.reload(replica) {
+                    // Changes made while reloading move the counter again: seen next time.
+                    Ok(()) => self.seen.store(now, Ordering::SeqCst),
+                    Err(e) => tracing::error!(error = %e, "reloading signing keys failed"),
+                }
+            }
+        }
+        self.current()
     }
 
     pub fn current(&self) -> Arc<Keys> {
@@ -153,7 +188,7 @@ impl KeyRing {
         if fingerprint == self.keys.read().fingerprint {
             return Ok(());
         }
-        let active_version = set.active.as_ref().map(|(_, version)| *version);
+        let generation = self.keys.read().generation + 1;
         let active_kid = set.active.map(|(kid, _)| kid);
         let issuer = set.issuer.map(|(issuer, _)| issuer);
         let mut verifying = HashMap::new();
@@ -182,32 +217,10 @@ impl KeyRing {
             jwks_etag: etag(&jwks),
             jwks,
             issuer,
-            active_version,
+            generation,
             fingerprint,
         });
         Ok(())
-    }
-
-    /// The keys with the active key the replica names now: reloaded first if the active
-    /// pointer moved since the last load (an immediate rotation applied a moment ago), so no
-    /// token is signed with a key the replica has already replaced. One lookup otherwise.
-    pub fn signing(&self, replica: &dyn Replicator) -> Arc<Keys> {
-        let current = self.current();
-        if matches!(replica.version(keys::ACTIVE_SIGNING_KEY), Ok(version) if version == current.active_version) {
-            return current;
-        }
-        if let Err(e) = self.reload(replica) {
-            tracing::error!(error = %e, "reloading signing keys failed");
-        }
-        self.current()
-    }
-
-    /// The keys as the replica holds them now (reloaded if any key record changed).
-    pub fn published(&self, replica: &dyn Replicator) -> Arc<Keys> {
-        if let Err(e) = self.reload(replica) {
-            tracing::error!(error = %e, "reloading signing keys failed");
-        }
-        self.current()
     }
 
     /// Reloads at most once per `every` (for unknown `kid`s presented by clients).
