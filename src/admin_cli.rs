@@ -8,29 +8,56 @@ use serde_json::Value;
 
 use crate::cli::{ClientsArgs, ClientsCommand, ClusterArgs, ClusterCommand, KeysArgs, KeysCommand};
 
-/// Sends an admin request to a node's public API; the JSON answer (`Null` for none).
-async fn public_admin(request: reqwest::RequestBuilder, token: &str, base: &str) -> anyhow::Result<Value> {
-    let response = request.bearer_auth(token).send().await.with_context(|| format!("cannot reach {base}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{status}: {}", body.get("detail").and_then(Value::as_str).unwrap_or("request failed"));
+/// The admin token: `--token` (or `TESSERA_ADMIN_TOKEN`), else the configured one.
+fn admin_token(given: Option<String>, configured: Option<String>) -> anyhow::Result<String> {
+    given.or(configured).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")
+}
+
+/// Runs `command` on a one-thread runtime and prints the text it returns.
+fn print_from(command: impl std::future::Future<Output = anyhow::Result<String>>) -> anyhow::Result<()> {
+    let text = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(command)?;
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    Ok(())
+}
+
+/// The admin routes of a node's public API.
+struct PublicApi {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl PublicApi {
+    fn new(url: &str, token: String) -> anyhow::Result<PublicApi> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(PublicApi { http, base: url.trim_end_matches('/').to_string(), token })
     }
-    Ok(body)
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    /// Sends `request`; the JSON answer (`Null` for none), or the problem's detail as an error.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {}", body.get("detail").and_then(Value::as_str).unwrap_or("request failed"));
+        }
+        Ok(body)
+    }
 }
 
 /// `tessera clients create|list|delete`.
 pub fn clients(args: ClientsArgs, configured_token: Option<String>) -> anyhow::Result<()> {
-    let token = args.token.or(configured_token).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let base = args.url.trim_end_matches('/');
-        let text = match &args.command {
+    let api = PublicApi::new(&args.url, admin_token(args.token, configured_token)?)?;
+    print_from(async move {
+        Ok(match &args.command {
             ClientsCommand::Create { name } => {
-                let request =
-                    client.post(format!("{base}/v1/admin/clients")).json(&serde_json::json!({ "name": name }));
-                let body = public_admin(request, &token, base).await?;
+                let request = api.request(reqwest::Method::POST, "/v1/admin/clients");
+                let body = api.send(request.json(&serde_json::json!({ "name": name }))).await?;
                 format!(
                     "client_id={}\nclient_secret={}\n# the secret is shown only now; Tessera keeps a digest\n",
                     num(&body["client_id"]),
@@ -38,7 +65,7 @@ pub fn clients(args: ClientsArgs, configured_token: Option<String>) -> anyhow::R
                 )
             }
             ClientsCommand::List => {
-                let body = public_admin(client.get(format!("{base}/v1/admin/clients")), &token, base).await?;
+                let body = api.send(api.request(reqwest::Method::GET, "/v1/admin/clients")).await?;
                 let mut out = format!("{:<26} {:<21} {}\n", "client_id", "created", "name");
                 for c in body["clients"].as_array().into_iter().flatten() {
                     out +=
@@ -47,31 +74,25 @@ pub fn clients(args: ClientsArgs, configured_token: Option<String>) -> anyhow::R
                 out
             }
             ClientsCommand::Delete { id } => {
-                let request = client.delete(format!("{base}/v1/admin/clients/{id}"));
-                public_admin(request, &token, base).await?;
+                api.send(api.request(reqwest::Method::DELETE, &format!("/v1/admin/clients/{id}"))).await?;
                 format!("deleted {id}\n")
             }
-        };
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-        Ok(())
+        })
     })
 }
 
 /// `tessera keys list|rotate`.
 pub fn keys(args: KeysArgs, configured_token: Option<String>) -> anyhow::Result<()> {
-    let token = args.token.or(configured_token).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let base = args.url.trim_end_matches('/');
+    let api = PublicApi::new(&args.url, admin_token(args.token, configured_token)?)?;
+    print_from(async move {
         let request = match &args.command {
-            KeysCommand::List { .. } => client.get(format!("{base}/v1/admin/keys")),
-            KeysCommand::Rotate { revoke_current, kid } => client
-                .post(format!("{base}/v1/admin/keys/rotate"))
+            KeysCommand::List { .. } => api.request(reqwest::Method::GET, "/v1/admin/keys"),
+            KeysCommand::Rotate { revoke_current, kid } => api
+                .request(reqwest::Method::POST, "/v1/admin/keys/rotate")
                 .json(&serde_json::json!({ "revoke_current": revoke_current, "kid": kid })),
         };
-        let body = public_admin(request, &token, base).await?;
-        let text = match args.command {
+        let body = api.send(request).await?;
+        Ok(match args.command {
             KeysCommand::List { json: true } => format!("{}\n", serde_json::to_string_pretty(&body)?),
             KeysCommand::List { json: false } => key_table(&body),
             KeysCommand::Rotate { .. } if body["rotated"] == true => format!(
@@ -83,9 +104,7 @@ pub fn keys(args: KeysArgs, configured_token: Option<String>) -> anyhow::Result<
             KeysCommand::Rotate { .. } => {
                 format!("already rotated: {} signs (nothing changed)\n", num(&body["active"]))
             }
-        };
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-        Ok(())
+        })
     })
 }
 
@@ -117,9 +136,8 @@ fn key_table(body: &Value) -> String {
 }
 
 pub fn run(args: ClusterArgs, configured_token: Option<String>) -> anyhow::Result<()> {
-    let token = args.token.or(configured_token).context("an admin token is needed: --token or TESSERA_ADMIN_TOKEN")?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let token = admin_token(args.token, configured_token)?;
+    print_from(async move {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
         let base = format!("http://{}", args.node.trim_start_matches("http://"));
         let (method, path, body) = match &args.command {
@@ -158,9 +176,7 @@ pub fn run(args: ClusterArgs, configured_token: Option<String>) -> anyhow::Resul
             ClusterCommand::Elect => "election started\n".to_string(),
             _ => format!("done\n{}", summary(&body["status"])),
         };
-        // A closed pipe (`| head`) is not an error worth a panic.
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-        Ok(())
+        Ok(text)
     })
 }
 

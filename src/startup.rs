@@ -537,9 +537,8 @@ async fn housekeeping(
                 Err(e) => tracing::warn!(error = %e, "cannot make the signing keys' due transition yet"),
             }
         }
-        if let Err(e) = keyring.reload(&*duties.replica) {
-            tracing::error!(error = %e, "reloading signing keys failed");
-        }
+        // Rebuilt only when the replica applied a key write since (readiness reads the ring).
+        keyring.fresh(&*duties.replica);
         if last_passivation.elapsed() >= duties.actor_idle.min(Duration::from_secs(30)) {
             last_passivation = Instant::now();
             let dropped = registry.passivate_idle(duties.actor_idle);

@@ -140,8 +140,8 @@ impl KeySet {
                 Event::KeyRemoved { kid: kid.to_string(), reason: KeyRemoval::Revoked },
             )
         } else {
-            // A key from before the lifecycle was active from its creation.
-            let life = KeyLife { activated_at: life.activated_at.or(Some(key.created_at)), retired_at: Some(now) };
+            let view = KeyView { kid, created_at: key.created_at, activated_at: life.activated_at, retired_at: None };
+            let life = KeyLife { activated_at: Some(view.active_since()), retired_at: Some(now) };
             let retired = Record::LifecycleKey(key.clone(), life);
             (write.put(keys::signing_key(kid), retired), Event::KeyRetired { kid: kid.to_string() })
         })

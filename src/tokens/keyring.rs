@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,7 +19,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::SigningKey as DalekKey;
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tessera_actors::domain::Millis;
@@ -65,7 +64,6 @@ pub struct Keys {
 pub struct KeyRing {
     kek: [u8; 32],
     keys: RwLock<Arc<Keys>>,
-    last_reload: Mutex<Option<Instant>>,
     /// Grows whenever the replica applies a write to a key record or pointer (see
     /// `ClusterNode::watch_prefixes`); `None` in tests without a cluster.
     changes: Option<Arc<AtomicU64>>,
@@ -140,13 +138,7 @@ impl KeyRing {
             generation: 0,
             fingerprint: Vec::new(),
         };
-        KeyRing {
-            kek,
-            keys: RwLock::new(Arc::new(empty)),
-            last_reload: Mutex::new(None),
-            changes,
-            seen: AtomicU64::new(u64::MAX),
-        }
+        KeyRing { kek, keys: RwLock::new(Arc::new(empty)), changes, seen: AtomicU64::new(u64::MAX) }
     }
 
     /// The keys as the local replica holds them now: rebuilt first if the replica applied a
@@ -172,7 +164,6 @@ impl KeyRing {
 
     /// Rebuilds the ring from the local replica if the stored keys changed. Cheap when nothing did.
     pub fn reload(&self, replica: &dyn Replicator) -> Result<(), KeyError> {
-        *self.last_reload.lock() = Some(Instant::now());
         let set = KeySet::read(replica)?;
         let mut fingerprint: Vec<(String, u64)> =
             set.keys.iter().map(|(key, _, version)| (keys::signing_key(&key.kid), *version)).collect();
@@ -221,14 +212,6 @@ impl KeyRing {
             fingerprint,
         });
         Ok(())
-    }
-
-    /// Reloads at most once per `every` (for unknown `kid`s presented by clients).
-    pub fn reload_if_stale(&self, replica: &dyn Replicator, every: Duration) {
-        let due = self.last_reload.lock().is_none_or(|at| at.elapsed() >= every);
-        if due && let Err(e) = self.reload(replica) {
-            tracing::error!(error = %e, "reloading signing keys failed");
-        }
     }
 }
 

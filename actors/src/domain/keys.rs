@@ -65,7 +65,7 @@ pub struct KeyView<'a> {
 impl KeyView<'_> {
     /// Since when the key signs, if it is the active one (keys of versions before the
     /// lifecycle were active from their creation).
-    fn active_since(&self) -> Millis {
+    pub fn active_since(&self) -> Millis {
         self.activated_at.unwrap_or(self.created_at)
     }
 

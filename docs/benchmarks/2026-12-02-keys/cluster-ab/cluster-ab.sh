@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# usage: cluster-ab.sh <before bin dir> <after bin dir> <rounds> <output dir> (PostgreSQL on 127.0.0.1:5432)
+# usage: [ONLY_LOGIN=1] cluster-ab.sh <before bin dir> <after bin dir> <rounds> <output dir>
+# (PostgreSQL on 127.0.0.1:5432; ONLY_LOGIN=1 skips mixed-open, as for cluster-ab-3/)
 # Interleaved three-node A/B of mixed-open and login (the figures that moved in issue 14's full runs).
 set -euo pipefail
 cd "$(dirname "$0")/../../../.."
@@ -27,10 +28,14 @@ one() { # label dir round
   done
   for n in 1 2 3; do ready http://127.0.0.1:1809$n; done
   T=(--target http://127.0.0.1:18091 --target http://127.0.0.1:18092 --target http://127.0.0.1:18093)
-  "$dir/tessera-loadtest" "${T[@]}" --scenario mixed --users 64 --accounts 64 --rate 1000 --duration 10 --out "$OUT/$label-$round/mixed-open" >/dev/null 2>&1
+  local scenarios=(login)
+  if [ "${ONLY_LOGIN:-0}" != 1 ]; then
+    scenarios=(mixed-open login)
+    "$dir/tessera-loadtest" "${T[@]}" --scenario mixed --users 64 --accounts 64 --rate 1000 --duration 10 --out "$OUT/$label-$round/mixed-open" >/dev/null 2>&1
+  fi
   "$dir/tessera-loadtest" "${T[@]}" --scenario login --users 8 --accounts 64 --duration 10 --out "$OUT/$label-$round/login" >/dev/null 2>&1
   stop; rm -rf "$work"
-  for s in mixed-open login; do
+  for s in "${scenarios[@]}"; do
     jq -r --arg l "$label" --arg r "$round" --arg s "$s" '"\($l) round \($r) \($s) \(.throughput_per_second|floor)/s p99 \(.latency.p99_ms) ms"' "$OUT/$label-$round/$s/report.json"
   done
 }
